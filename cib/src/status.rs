@@ -1,0 +1,158 @@
+//! Typed view of the `<status>` section: node states, each node's executor
+//! history (`lrm_rsc_op` records) and transient attributes, and tickets.
+
+use crate::error::CibError;
+use crate::model::{read_nvset, NvSet, RefIndex};
+use crate::xml::Element;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LrmOp {
+    pub id: String,
+    pub operation: String,
+    pub interval_ms: u64,
+    pub call_id: i64,
+    pub rc_code: i32,
+    pub op_status: i32,
+    pub digest: Option<String>,
+    pub restart_digest: Option<String>,
+    pub secure_digest: Option<String>,
+    pub transition_key: Option<String>,
+    pub last_rc_change: Option<i64>,
+    pub on_node: Option<String>,
+    pub exit_reason: Option<String>,
+    /// Attributes as read, for anything not lifted into a field.
+    pub attrs: Vec<(String, String)>,
+}
+
+impl LrmOp {
+    /// The rc the controller expected, from the transition key `action:transition:target_rc:uuid`.
+    pub fn target_rc(&self) -> Option<i32> {
+        let key = self.transition_key.as_deref()?;
+        key.split(':').nth(2)?.parse().ok()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LrmResource {
+    pub id: String,
+    pub class: Option<String>,
+    pub provider: Option<String>,
+    pub agent: Option<String>,
+    pub container: Option<String>,
+    pub ops: Vec<LrmOp>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeState {
+    pub id: String,
+    pub uname: Option<String>,
+    pub in_ccm: Option<String>,
+    pub crmd: Option<String>,
+    pub join: Option<String>,
+    pub expected: Option<String>,
+    pub transient: Vec<NvSet>,
+    pub lrm: Vec<LrmResource>,
+    pub attrs: Vec<(String, String)>,
+}
+
+impl NodeState {
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TicketState {
+    pub id: String,
+    pub granted: bool,
+    pub standby: bool,
+    pub last_granted: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Status {
+    pub nodes: Vec<NodeState>,
+    pub tickets: Vec<TicketState>,
+}
+
+fn num<T: std::str::FromStr>(e: &Element, key: &str, default: T) -> Result<T, CibError> {
+    match e.attr(key) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| CibError::InvalidValue {
+            element: e.name.clone(),
+            id: e.attr("id").unwrap_or("").to_string(),
+            line: e.line,
+            attribute: key.to_string(),
+            value: v.to_string(),
+            hint: "expected an integer".into(),
+        }),
+    }
+}
+
+fn read_op(e: &Element) -> Result<LrmOp, CibError> {
+    let s = |k: &str| e.attr(k).map(str::to_string);
+    Ok(LrmOp {
+        id: s("id").unwrap_or_default(),
+        operation: s("operation").unwrap_or_default(),
+        interval_ms: num(e, "interval", 0u64)?,
+        call_id: num(e, "call-id", 0i64)?,
+        rc_code: num(e, "rc-code", 0i32)?,
+        op_status: num(e, "op-status", 0i32)?,
+        digest: s("op-digest"),
+        restart_digest: s("op-restart-digest"),
+        secure_digest: s("op-secure-digest"),
+        transition_key: s("transition-key"),
+        last_rc_change: e.attr("last-rc-change").and_then(|v| v.parse().ok()),
+        on_node: s("on_node"),
+        exit_reason: s("exit-reason"),
+        attrs: e.attrs.clone(),
+    })
+}
+
+pub(crate) fn read_status(ix: &RefIndex, status: &Element) -> Result<Status, CibError> {
+    let mut out = Status::default();
+    for ns in status.children_named("node_state") {
+        let s = |k: &str| ns.attr(k).map(str::to_string);
+        let mut node = NodeState {
+            id: s("id").unwrap_or_default(),
+            uname: s("uname"),
+            in_ccm: s("in_ccm"),
+            crmd: s("crmd"),
+            join: s("join"),
+            expected: s("expected"),
+            attrs: ns.attrs.clone(),
+            ..Default::default()
+        };
+        for ta in ns.children_named("transient_attributes") {
+            for set in ta.children_named("instance_attributes") {
+                node.transient.push(read_nvset(ix, set)?);
+            }
+        }
+        for lrm in ns.children_named("lrm") {
+            for rscs in lrm.children_named("lrm_resources") {
+                for r in rscs.children_named("lrm_resource") {
+                    node.lrm.push(LrmResource {
+                        id: r.attr("id").unwrap_or_default().to_string(),
+                        class: r.attr("class").map(str::to_string),
+                        provider: r.attr("provider").map(str::to_string),
+                        agent: r.attr("type").map(str::to_string),
+                        container: r.attr("container").map(str::to_string),
+                        ops: r.children_named("lrm_rsc_op").map(read_op).collect::<Result<_, _>>()?,
+                    });
+                }
+            }
+        }
+        out.nodes.push(node);
+    }
+    for t in status.children_named("tickets") {
+        for ts in t.children_named("ticket_state") {
+            out.tickets.push(TicketState {
+                id: ts.attr("id").unwrap_or_default().to_string(),
+                granted: ts.attr("granted").map(crate::model::is_true).unwrap_or(false),
+                standby: ts.attr("standby").map(crate::model::is_true).unwrap_or(false),
+                last_granted: ts.attr("last-granted").map(str::to_string),
+            });
+        }
+    }
+    Ok(out)
+}
