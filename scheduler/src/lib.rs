@@ -1,0 +1,179 @@
+//! The scheduler: a pure function from a CIB and "now" to a transition (actions
+//! with their orderings) and its summary. No I/O and no clock inside: the caller
+//! passes the time. Stages run in a fixed order (SCHEDULER-NOTES section 1):
+//! unpack -> constraints -> allocate -> actions -> summary.
+
+pub mod actions;
+pub mod allocate;
+pub mod constraints;
+pub mod display;
+pub mod graph;
+pub mod rules;
+pub mod score;
+pub mod summary;
+pub mod unpack;
+
+use chrono::NaiveDateTime;
+use cib::Cib;
+
+pub use score::{Score, INFINITY};
+pub use unpack::Cluster;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+pub enum Role {
+    #[default]
+    Unknown,
+    Stopped,
+    Started,
+    Unpromoted,
+    Promoted,
+}
+
+impl unpack::Rsc {
+    /// Failed on this node (and the failure is not ignored).
+    pub fn failed_on(&self, n: unpack::NodeId) -> bool {
+        self.history.get(&n).is_some_and(|h| h.failed && !h.failure_ignored)
+    }
+}
+
+/// An interval or duration as Pacemaker writes them: plain seconds ("10"), with a unit
+/// ("10s", "5min", "1h", "500ms"), or ISO 8601 ("PT10S"); in milliseconds.
+pub fn interval_ms(s: &str) -> Option<u64> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Some(0);
+    }
+    if let Some(iso) = t.strip_prefix('P').or_else(|| t.strip_prefix('p')) {
+        let mut total: u64 = 0;
+        let mut num = String::new();
+        let mut in_time = false;
+        for ch in iso.chars() {
+            match ch {
+                'T' | 't' => in_time = true,
+                '0'..='9' | '.' => num.push(ch),
+                u => {
+                    let v: f64 = num.parse().ok()?;
+                    num.clear();
+                    let unit_ms = match (u.to_ascii_uppercase(), in_time) {
+                        ('Y', false) => 365.0 * 86_400_000.0,
+                        ('M', false) => 30.0 * 86_400_000.0,
+                        ('W', false) => 7.0 * 86_400_000.0,
+                        ('D', false) => 86_400_000.0,
+                        ('H', true) => 3_600_000.0,
+                        ('M', true) => 60_000.0,
+                        ('S', true) => 1000.0,
+                        _ => return None,
+                    };
+                    total += (v * unit_ms) as u64;
+                }
+            }
+        }
+        return Some(total);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "s" | "sec" | "secs" => 1000,
+        "ms" | "msec" | "msecs" => 1,
+        "us" | "usec" | "usecs" => return Some(n / 1000),
+        "m" | "min" | "mins" => 60_000,
+        "h" | "hr" | "hrs" => 3_600_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Everything one scheduler run produces.
+pub struct Transition<'a> {
+    pub cluster: Cluster<'a>,
+    pub plan: actions::Plan,
+    pub executed: Vec<actions::ActionId>,
+}
+
+/// Run the scheduler over a CIB at time `now`.
+pub fn schedule(cib: &Cib, now: NaiveDateTime) -> Transition<'_> {
+    let mut cluster = Cluster::unpack(cib, now);
+    cluster.apply_policies();
+    let colocs = cluster.colocations();
+    let orders = cluster.orders();
+    let clear = {
+        let mut alloc = allocate::Allocator::new(&mut cluster, &colocs);
+        alloc.build_tables();
+        alloc.allocate_all();
+        alloc.clear_failcounts.clone()
+    };
+    for r in cluster.rscs.iter_mut() {
+        r.next_role = if r.assigned.is_some() { r.role.max(Role::Started) } else { Role::Stopped };
+    }
+    let plan = actions::plan(&cluster, &orders, &clear);
+    let executed = summary::executed(&plan);
+    Transition { cluster, plan, executed }
+}
+
+impl Cluster<'_> {
+    /// Cluster-wide policies that change what is managed before placement.
+    fn apply_policies(&mut self) {
+        // With fencing enabled but no way to fence, nothing may be touched (SCHEDULER-NOTES trap 3).
+        let cannot_fence = self.options.stonith_enabled && !self.has_fencing_device && !self.options.have_watchdog;
+        for r in self.rscs.iter_mut() {
+            if cannot_fence {
+                r.managed = false;
+            }
+        }
+        // Unmanaged resources stay where they are.
+        let ids: Vec<usize> = (0..self.rscs.len()).collect();
+        for id in ids {
+            let r = &self.rscs[id];
+            if r.is_primitive() && !r.managed {
+                let assigned = if r.running_on.len() == 1 { Some(r.running_on[0]) } else { None };
+                let r = &mut self.rscs[id];
+                r.assigned = assigned;
+                r.allocated = true;
+            }
+        }
+    }
+}
+
+impl Transition<'_> {
+    /// The text `crm_simulate -S` prints, minus the optional date line.
+    pub fn simulate_text(&self) -> String {
+        let cl = &self.cluster;
+        let mut out = String::new();
+        out.push_str("Current cluster status:\n");
+        display::render(cl, &display::StateView::current(cl), &mut out);
+        out.push_str("\nTransition Summary:\n");
+        for l in summary::transition_summary(cl, &self.plan) {
+            out.push_str(&l);
+            out.push('\n');
+        }
+        out.push_str("\nExecuting Cluster Transition:\n");
+        for &a in &self.executed {
+            out.push_str(&summary::action_line(cl, &self.plan, a));
+            out.push('\n');
+        }
+        out
+    }
+
+    pub fn revised_text(&self) -> String {
+        let cl = &self.cluster;
+        let mut out = String::from("Revised Cluster Status:\n");
+        display::render(cl, &summary::revised(cl, &self.plan, &self.executed), &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interval_ms;
+
+    #[test]
+    fn intervals() {
+        assert_eq!(interval_ms("10s"), Some(10_000));
+        assert_eq!(interval_ms("10"), Some(10_000));
+        assert_eq!(interval_ms("5min"), Some(300_000));
+        assert_eq!(interval_ms("PT1M30S"), Some(90_000));
+        assert_eq!(interval_ms("0"), Some(0));
+        assert_eq!(interval_ms("abc"), None);
+    }
+}

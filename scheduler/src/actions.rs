@@ -1,0 +1,547 @@
+//! Stages 10-12: actions per resource (probes, stops, starts, monitors), fencing and
+//! shutdown, orderings between them, and the propagation of "required" and
+//! "unrunnable" along orderings (SCHEDULER-NOTES 6-11).
+
+use std::collections::BTreeMap;
+
+use crate::constraints::{OrderC, OrderKind};
+use crate::unpack::{Cluster, Kind, NodeId, RscId};
+use crate::{interval_ms, Role};
+
+pub type ActionId = usize;
+
+#[derive(Debug, Clone)]
+pub struct Action {
+    pub rsc: Option<RscId>,
+    pub task: String,
+    pub interval_ms: u64,
+    pub node: Option<NodeId>,
+    pub pseudo: bool,
+    /// Optional actions are not needed by this transition and stay out of the graph.
+    pub optional: bool,
+    pub runnable: bool,
+    /// Why the action became required or unrunnable, as the summary prints it.
+    pub reason: Option<String>,
+    /// Fencing: the fence action word (reboot/off/on) and the reason for the summary.
+    pub fence: Option<(String, String)>,
+    pub priority: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flags {
+    /// first required => then required
+    pub implies_then: bool,
+    /// then required => first required
+    pub implies_first: bool,
+    /// first unrunnable => then unrunnable
+    pub runnable_left: bool,
+}
+
+impl Flags {
+    pub const ORDER_ONLY: Flags = Flags { implies_then: false, implies_first: false, runnable_left: false };
+    pub const MANDATORY: Flags = Flags { implies_then: true, implies_first: false, runnable_left: true };
+    pub const MANDATORY_STOP: Flags = Flags { implies_then: false, implies_first: true, runnable_left: true };
+}
+
+#[derive(Debug, Clone)]
+pub struct Ordering {
+    pub first: ActionId,
+    pub then: ActionId,
+    pub flags: Flags,
+}
+
+/// Actions of one resource, for the summary.
+#[derive(Debug, Clone, Default)]
+pub struct RscActions {
+    pub start: Option<ActionId>,
+    pub stops: Vec<ActionId>,
+    /// Pseudo actions of groups and clones: start, running, stop, stopped.
+    pub pseudo: BTreeMap<&'static str, ActionId>,
+}
+
+#[derive(Default)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub orderings: Vec<Ordering>,
+    pub per_rsc: BTreeMap<RscId, RscActions>,
+    pub fenced: Vec<NodeId>,
+}
+
+impl Plan {
+    fn add(&mut self, a: Action) -> ActionId {
+        self.actions.push(a);
+        self.actions.len() - 1
+    }
+
+    fn order(&mut self, first: ActionId, then: ActionId, flags: Flags) {
+        self.orderings.push(Ordering { first, then, flags });
+    }
+
+    /// Graph key of an action, e.g. `rsc1_start_0`, `rsc1_monitor_10000`.
+    pub fn key(&self, cl: &Cluster, id: ActionId) -> String {
+        let a = &self.actions[id];
+        match a.rsc {
+            Some(r) => format!("{}_{}_{}", cl.rscs[r].id, a.task, a.interval_ms),
+            None => a.task.clone(),
+        }
+    }
+}
+
+fn new_action(rsc: Option<RscId>, task: &str, node: Option<NodeId>) -> Action {
+    Action { rsc, task: task.into(), interval_ms: 0, node, pseudo: false, optional: true, runnable: true, reason: None, fence: None, priority: 0 }
+}
+
+impl Cluster<'_> {
+    fn fencing_possible(&self) -> bool {
+        self.options.stonith_enabled && (self.has_fencing_device || self.options.have_watchdog)
+    }
+
+    fn quorum_ok(&self) -> bool {
+        self.have_quorum || self.options.no_quorum_policy == "ignore"
+    }
+
+    fn probe_allowed(&self, r: RscId, n: NodeId) -> bool {
+        let node = &self.nodes[n];
+        if !node.online || node.unclean || node.pending || !self.options.enable_startup_probes {
+            return false;
+        }
+        let rsc = &self.rscs[r];
+        if rsc.orphan || rsc.history.contains_key(&n) {
+            return false;
+        }
+        // resource-discovery=never on this node, or exclusive elsewhere.
+        let mut exclusive_nodes: Option<Vec<NodeId>> = None;
+        for loc in &self.cib.config.constraints.locations {
+            let targets = self.location_targets(loc);
+            let applies = targets.iter().any(|&t| self.primitives_of(t).contains(&r));
+            if !applies {
+                continue;
+            }
+            match loc.resource_discovery.as_deref() {
+                Some("never") => {
+                    if loc.node.as_deref() == Some(node.name.as_str()) {
+                        return false;
+                    }
+                }
+                Some("exclusive") => {
+                    let list = exclusive_nodes.get_or_insert_with(Vec::new);
+                    if let Some(nn) = loc.node.as_deref().and_then(|x| self.node_by_name(x)) {
+                        list.push(nn);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(list) = exclusive_nodes {
+            if !list.contains(&n) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The resource's configured recurring monitors for a role: (interval ms, op).
+    fn recurring_monitors(&self, r: RscId, role: Role) -> Vec<u64> {
+        let Some(p) = &self.rscs[r].prim else { return vec![] };
+        p.ops
+            .iter()
+            .filter(|o| o.name == "monitor")
+            .filter(|o| o.get("enabled").map(cib::is_true).unwrap_or(true))
+            .filter_map(|o| {
+                let iv = interval_ms(&o.interval)?;
+                if iv == 0 {
+                    return None;
+                }
+                let op_role = o.role.as_deref().and_then(|x| crate::constraints::role_of(Some(x)));
+                let matches = match op_role {
+                    None | Some(Role::Started) => matches!(role, Role::Started | Role::Unpromoted),
+                    Some(Role::Unpromoted) => role == Role::Unpromoted || role == Role::Started,
+                    Some(x) => x == role,
+                };
+                matches.then_some(iv)
+            })
+            .collect()
+    }
+}
+
+/// Build every action and ordering for the allocated cluster.
+pub fn plan(cl: &Cluster, orders: &[OrderC], clear_failcounts: &[(RscId, NodeId)]) -> Plan {
+    let mut p = Plan::default();
+    let fencing = cl.fencing_possible();
+    let any_managed = cl.rscs.iter().any(|r| r.managed);
+    // Fencing of unclean nodes.
+    let mut fence_of: BTreeMap<NodeId, ActionId> = BTreeMap::new();
+    for (n, node) in cl.nodes.iter().enumerate() {
+        if node.unclean && fencing && any_managed && (cl.quorum_ok() || node.online) {
+            let mut a = new_action(None, "stonith", Some(n));
+            a.optional = false;
+            a.fence = Some((cl.options.stonith_action.clone(), node.fence_reason.clone().unwrap_or_else(|| "node is unclean".into())));
+            let id = p.add(a);
+            fence_of.insert(n, id);
+            p.fenced.push(n);
+        }
+    }
+    // Resources that failed with on-fail=fence fence their node.
+    for r in &cl.rscs {
+        for (&n, h) in &r.history {
+            if h.failed && h.on_fail == Some(crate::unpack::OnFail::Fence) && fencing && !fence_of.contains_key(&n) && r.managed {
+                let mut a = new_action(None, "stonith", Some(n));
+                a.optional = false;
+                a.fence = Some((cl.options.stonith_action.clone(), format!("{} failed there", r.id)));
+                let id = p.add(a);
+                fence_of.insert(n, id);
+                p.fenced.push(n);
+            }
+        }
+    }
+
+    // Group and clone pseudo actions.
+    for (id, r) in cl.rscs.iter().enumerate() {
+        if matches!(r.kind, Kind::Group | Kind::Clone { .. }) {
+            let mut ra = RscActions::default();
+            for task in ["start", "running", "stop", "stopped"] {
+                let mut a = new_action(Some(id), task, None);
+                a.pseudo = true;
+                a.priority = r.priority;
+                ra.pseudo.insert(task, p.add(a));
+            }
+            p.order(ra.pseudo["start"], ra.pseudo["running"], Flags::ORDER_ONLY);
+            p.order(ra.pseudo["stop"], ra.pseudo["stopped"], Flags::ORDER_ONLY);
+            p.order(ra.pseudo["stopped"], ra.pseudo["start"], Flags::ORDER_ONLY);
+            p.per_rsc.insert(id, ra);
+        }
+    }
+
+    let no_quorum_stop = !cl.quorum_ok();
+    let freeze = no_quorum_stop && cl.options.no_quorum_policy == "freeze";
+
+    for (id, r) in cl.rscs.iter().enumerate() {
+        if !r.is_primitive() {
+            continue;
+        }
+        let mut ra = RscActions::default();
+        let blocked_fail = r.history.values().any(|h| h.failed && h.on_fail == Some(crate::unpack::OnFail::Block));
+        let managed = r.managed && !blocked_fail;
+        // Probes.
+        if !(cl.options.stonith_enabled && !fencing && false) {
+            for n in 0..cl.nodes.len() {
+                if cl.probe_allowed(id, n) && probe_this_instance(cl, id, n) {
+                    let mut a = new_action(Some(id), "monitor", Some(n));
+                    a.optional = false;
+                    a.reason = Some("probe".into());
+                    p.add(a);
+                }
+            }
+        }
+        if !managed {
+            p.per_rsc.insert(id, ra);
+            continue;
+        }
+        let next = r.assigned;
+        // Start (always created so orderings can see whether it could run).
+        let mut start = new_action(Some(id), "start", next);
+        start.priority = r.priority;
+        start.runnable = next.is_some();
+        let needs_start = next.is_some_and(|n| !r.running_on.contains(&n) || r.failed_on(n) || r.running_on.len() > 1);
+        start.optional = !needs_start;
+        if needs_start && next.is_some() && (no_quorum_stop) {
+            start.runnable = false;
+            start.reason = Some(if freeze { "due to quorum freeze".into() } else { "due to no quorum".into() });
+        }
+        let start_id = p.add(start);
+        ra.start = Some(start_id);
+        // Stops on every current node where it must stop.
+        for &c in &r.running_on {
+            let mut stop = new_action(Some(id), "stop", Some(c));
+            stop.priority = r.priority;
+            let must = next != Some(c) || r.failed_on(c) || r.running_on.len() > 1;
+            stop.optional = !must;
+            if let Some(&f) = fence_of.get(&c) {
+                stop.pseudo = true;
+                let sid = p.add(stop);
+                p.order(f, sid, Flags::MANDATORY);
+                ra.stops.push(sid);
+            } else {
+                if cl.nodes[c].unclean {
+                    stop.runnable = false;
+                }
+                let sid = p.add(stop);
+                ra.stops.push(sid);
+            }
+        }
+        for &s in &ra.stops {
+            p.order(s, start_id, Flags { implies_then: true, implies_first: false, runnable_left: false });
+        }
+        p.per_rsc.insert(id, ra);
+    }
+
+    // Group internals: pseudo actions around members; members in a chain.
+    for (id, r) in cl.rscs.iter().enumerate() {
+        if r.kind != Kind::Group {
+            continue;
+        }
+        let g = p.per_rsc[&id].clone();
+        let members = r.children.clone();
+        for (i, &m) in members.iter().enumerate() {
+            let ma = p.per_rsc[&m].clone();
+            if let Some(s) = ma.start {
+                p.order(g.pseudo["start"], s, Flags { implies_then: false, implies_first: true, runnable_left: true });
+                p.order(s, g.pseudo["running"], Flags { implies_then: true, implies_first: false, runnable_left: false });
+                if i + 1 < members.len() {
+                    if let Some(ns) = p.per_rsc[&members[i + 1]].start {
+                        p.order(s, ns, Flags::MANDATORY);
+                    }
+                }
+            }
+            for &st in &ma.stops {
+                p.order(g.pseudo["stop"], st, Flags { implies_then: false, implies_first: true, runnable_left: false });
+                p.order(st, g.pseudo["stopped"], Flags { implies_then: true, implies_first: false, runnable_left: false });
+                if i > 0 {
+                    for &ps in &p.per_rsc[&members[i - 1]].stops.clone() {
+                        p.order(st, ps, Flags::MANDATORY_STOP);
+                    }
+                }
+            }
+        }
+    }
+    // Clone internals.
+    for (id, r) in cl.rscs.iter().enumerate() {
+        if !matches!(r.kind, Kind::Clone { .. }) {
+            continue;
+        }
+        let c = p.per_rsc[&id].clone();
+        for inst in r.children.clone() {
+            let ia = p.per_rsc[&inst].clone();
+            let (istart, irunning, istop, istopped) = match cl.rscs[inst].kind {
+                Kind::Group => (Some(ia.pseudo["start"]), Some(ia.pseudo["running"]), vec![ia.pseudo["stop"]], vec![ia.pseudo["stopped"]]),
+                _ => (ia.start, ia.start, ia.stops.clone(), ia.stops.clone()),
+            };
+            if let Some(s) = istart {
+                p.order(c.pseudo["start"], s, Flags { implies_then: false, implies_first: true, runnable_left: true });
+            }
+            if let Some(s) = irunning {
+                p.order(s, c.pseudo["running"], Flags { implies_then: true, implies_first: false, runnable_left: false });
+            }
+            for s in istop {
+                p.order(c.pseudo["stop"], s, Flags { implies_then: false, implies_first: true, runnable_left: false });
+            }
+            for s in istopped {
+                p.order(s, c.pseudo["stopped"], Flags { implies_then: true, implies_first: false, runnable_left: false });
+            }
+        }
+    }
+
+    // Configured orderings.
+    for o in orders {
+        let firsts = endpoint(cl, &p, o.first, &o.first_action, true);
+        let thens = endpoint(cl, &p, o.then, &o.then_action, false);
+        let stopping = o.then_action == "stop" || o.then_action == "demote";
+        let flags = match o.kind {
+            OrderKind::Mandatory if stopping => Flags::MANDATORY_STOP,
+            OrderKind::Mandatory => Flags::MANDATORY,
+            _ => Flags::ORDER_ONLY,
+        };
+        for &f in &firsts {
+            for &t in &thens {
+                p.order(f, t, flags);
+            }
+        }
+    }
+
+    propagate(cl, &mut p);
+    settle_pseudo(&mut p);
+
+    // Recurring monitors where the resource will be active.
+    for (id, r) in cl.rscs.iter().enumerate() {
+        if !r.is_primitive() {
+            continue;
+        }
+        let Some(ra) = p.per_rsc.get(&id).cloned() else { continue };
+        let Some(n) = r.assigned else { continue };
+        let Some(s) = ra.start else { continue };
+        let start = p.actions[s].clone();
+        if !start.runnable {
+            continue;
+        }
+        let role = if r.next_role > Role::Stopped { r.next_role } else { Role::Started };
+        for iv in cl.recurring_monitors(id, role) {
+            let have = r.history.get(&n).is_some_and(|h| h.recurring.contains_key(&iv));
+            if !start.optional || !have {
+                let mut a = new_action(Some(id), "monitor", Some(n));
+                a.interval_ms = iv;
+                a.optional = false;
+                let m = p.add(a);
+                p.order(s, m, Flags::MANDATORY);
+            }
+        }
+    }
+    for &(r, n) in clear_failcounts {
+        let mut a = new_action(Some(r), "clear_failcount", Some(n));
+        a.optional = false;
+        p.add(a);
+    }
+    // Shutdown after the node's stops.
+    for (n, node) in cl.nodes.iter().enumerate() {
+        if node.shutdown && !node.unclean {
+            let mut a = new_action(None, "do_shutdown", Some(n));
+            a.optional = false;
+            let sd = p.add(a);
+            let stops: Vec<ActionId> = p.actions.iter().enumerate().filter(|(_, a)| a.task == "stop" && a.node == Some(n) && !a.optional).map(|(i, _)| i).collect();
+            for s in stops {
+                p.order(s, sd, Flags::ORDER_ONLY);
+            }
+        }
+    }
+    p
+}
+
+/// For anonymous clones only one instance is probed per node: the one placed or active there,
+/// else the lowest-numbered instance not placed anywhere.
+fn probe_this_instance(cl: &Cluster, id: RscId, n: NodeId) -> bool {
+    let Some(clone) = cl.clone_of(id) else { return true };
+    if let Kind::Clone { unique: true, .. } = cl.rscs[clone].kind {
+        return true;
+    }
+    let base = &cl.rscs[id].base_id;
+    let peers: Vec<RscId> = cl.primitives_of(clone).into_iter().filter(|&p| &cl.rscs[p].base_id == base).collect();
+    if let Some(&owner) = peers.iter().find(|&&p| cl.rscs[p].assigned == Some(n) || cl.rscs[p].running_on.contains(&n)) {
+        return owner == id;
+    }
+    let any_history = peers.iter().any(|&p| cl.rscs[p].history.contains_key(&n));
+    if any_history {
+        return false;
+    }
+    peers.iter().find(|&&p| cl.rscs[p].assigned.is_none() && cl.rscs[p].running_on.is_empty()) == Some(&id)
+}
+
+/// The actions an ordering's endpoint stands for.
+fn endpoint(cl: &Cluster, p: &Plan, r: RscId, action: &str, is_first: bool) -> Vec<ActionId> {
+    let ra = match p.per_rsc.get(&r) {
+        Some(x) => x,
+        None => return vec![],
+    };
+    match cl.rscs[r].kind {
+        Kind::Group | Kind::Clone { .. } => {
+            let key = match (action, is_first) {
+                ("start", true) => "running",
+                ("start", false) => "start",
+                ("stop", true) => "stopped",
+                ("stop", false) => "stop",
+                ("running", _) => "running",
+                ("stopped", _) => "stopped",
+                _ => return vec![],
+            };
+            vec![ra.pseudo[key]]
+        }
+        Kind::Primitive => match action {
+            "start" => ra.start.into_iter().collect(),
+            "stop" => ra.stops.clone(),
+            _ => vec![],
+        },
+        Kind::Bundle => vec![],
+    }
+}
+
+fn describe(cl: &Cluster, p: &Plan, id: ActionId) -> String {
+    let a = &p.actions[id];
+    match a.rsc {
+        Some(r) => format!("{} {}", cl.rscs[r].id, a.task),
+        None => a.task.clone(),
+    }
+}
+
+/// Run the orderings' implications to a fixed point.
+fn propagate(cl: &Cluster, p: &mut Plan) {
+    let mut changed = true;
+    let mut rounds = 0;
+    while changed && rounds < 1000 {
+        changed = false;
+        rounds += 1;
+        for i in 0..p.orderings.len() {
+            let o = p.orderings[i].clone();
+            let (f, t) = (p.actions[o.first].clone(), p.actions[o.then].clone());
+            if o.flags.runnable_left && !f.runnable && t.runnable && !(f.optional && f.task == "stop") {
+                // A stop that is not happening does not block anything.
+                let dead_start = f.task == "start" || f.task == "running" || f.task == "promote";
+                if dead_start || !f.optional {
+                    let desc = describe(cl, p, o.first);
+                    let ta = &mut p.actions[o.then];
+                    ta.runnable = false;
+                    if ta.reason.is_none() {
+                        ta.reason = Some(format!("due to unrunnable {desc}"));
+                    }
+                    changed = true;
+                }
+            }
+            if o.flags.implies_then && !f.optional && f.runnable && t.optional && t.node.is_some_or_pseudo(&t) {
+                let desc = describe(cl, p, o.first);
+                let ta = &mut p.actions[o.then];
+                ta.optional = false;
+                if ta.reason.is_none() && f.rsc != t.rsc && !f.pseudo_for(t.rsc, cl) {
+                    ta.reason = Some(format!("due to required {desc}"));
+                }
+                changed = true;
+            }
+            if o.flags.implies_first && !t.optional && f.optional && f.node.is_some_or_pseudo(&f) {
+                p.actions[o.first].optional = false;
+                changed = true;
+            }
+        }
+        // A required start where the resource is already active means a restart: its stop is required too.
+        for ra in p.per_rsc.values() {
+            if let Some(s) = ra.start {
+                let (s_optional, s_runnable, s_reason) = (p.actions[s].optional, p.actions[s].runnable, p.actions[s].reason.clone());
+                if !s_optional && s_runnable {
+                    for &st in &ra.stops {
+                        if p.actions[st].optional {
+                            let reason = s_reason.clone();
+                            p.actions[st].optional = false;
+                            if p.actions[st].reason.is_none() {
+                                p.actions[st].reason = reason;
+                            }
+                            changed = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+trait NodeOrPseudo {
+    fn is_some_or_pseudo(&self, a: &Action) -> bool;
+}
+
+impl NodeOrPseudo for Option<NodeId> {
+    fn is_some_or_pseudo(&self, a: &Action) -> bool {
+        self.is_some() || a.pseudo
+    }
+}
+
+impl Action {
+    /// Is this a group/clone pseudo action of the resource `r` belongs to?
+    fn pseudo_for(&self, r: Option<RscId>, cl: &Cluster) -> bool {
+        match (self.rsc, r) {
+            (Some(a), Some(b)) => self.pseudo && cl.rscs[b].parent == Some(a),
+            _ => false,
+        }
+    }
+}
+
+/// Pseudo actions with no required neighbour stay optional (out of the graph).
+fn settle_pseudo(p: &mut Plan) {
+    for i in 0..p.actions.len() {
+        if !p.actions[i].pseudo || p.actions[i].rsc.is_none() || p.actions[i].task == "stop" && p.actions[i].node.is_some() {
+            continue;
+        }
+        let needed = p.orderings.iter().any(|o| {
+            (o.first == i && !p.actions[o.then].optional && p.actions[o.then].runnable && !p.actions[o.then].pseudo)
+                || (o.then == i && !p.actions[o.first].optional && p.actions[o.first].runnable && !p.actions[o.first].pseudo)
+        });
+        if needed {
+            p.actions[i].optional = false;
+        } else if p.actions[i].node.is_none() {
+            p.actions[i].optional = true;
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! Stages 7 and 9: each primitive's node table (locations, stickiness, failure
+//! bans), colocations, and the choice of one node per primitive (SCHEDULER-NOTES 4-5).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::constraints::{factor, Coloc};
+use crate::rules::{self, RuleContext};
+use crate::score::Score;
+use crate::unpack::{Cluster, Kind, NodeId, RscId};
+use crate::Role;
+
+/// A colocation between primitives (groups and clones resolved).
+#[derive(Debug, Clone)]
+pub struct PrimColoc {
+    pub id: String,
+    pub dependent: RscId,
+    pub primary: Primary,
+    pub score: Score,
+    pub node_attribute: String,
+    pub influence: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Primary {
+    Prim(RscId),
+    /// Every placed instance of a clone.
+    CloneSet(RscId),
+}
+
+pub struct Allocator<'c, 'a> {
+    pub cl: &'c mut Cluster<'a>,
+    pub colocs: Vec<PrimColoc>,
+    /// Per primitive: its node table before colocations (what dependents fold from).
+    pub base: BTreeMap<RscId, BTreeMap<NodeId, Score>>,
+    /// Expired failures to clear: (resource, node).
+    pub clear_failcounts: Vec<(RscId, NodeId)>,
+}
+
+impl Cluster<'_> {
+    /// The first primitive of a resource: where a group or clone instance is placed.
+    pub fn lead_primitive(&self, id: RscId) -> Option<RscId> {
+        match self.rscs[id].kind {
+            Kind::Primitive => Some(id),
+            Kind::Group => self.rscs[id].children.first().copied(),
+            _ => None,
+        }
+    }
+
+    /// Clone instances (top of each instance subtree) of a clone.
+    pub fn instances(&self, clone: RscId) -> Vec<RscId> {
+        self.rscs[clone].children.clone()
+    }
+
+    /// Where a clone (or anything in it) lives.
+    pub fn clone_of(&self, id: RscId) -> Option<RscId> {
+        let mut cur = Some(id);
+        while let Some(c) = cur {
+            if matches!(self.rscs[c].kind, Kind::Clone { .. }) {
+                return Some(c);
+            }
+            cur = self.rscs[c].parent;
+        }
+        None
+    }
+
+    fn ancestors_and_self(&self, id: RscId) -> Vec<RscId> {
+        let mut v = vec![id];
+        let mut cur = self.rscs[id].parent;
+        while let Some(p) = cur {
+            v.push(p);
+            cur = self.rscs[p].parent;
+        }
+        v
+    }
+}
+
+fn is_started_role(r: Option<Role>) -> bool {
+    matches!(r, None | Some(Role::Started))
+}
+
+impl<'c, 'a> Allocator<'c, 'a> {
+    pub fn new(cl: &'c mut Cluster<'a>, colocs: &[Coloc]) -> Allocator<'c, 'a> {
+        let mut a = Allocator { cl, colocs: Vec::new(), base: BTreeMap::new(), clear_failcounts: Vec::new() };
+        a.build_colocations(colocs);
+        a
+    }
+
+    fn build_colocations(&mut self, colocs: &[Coloc]) {
+        let cl = &*self.cl;
+        // Group members form a chain: each with the previous one at INFINITY.
+        for (i, r) in cl.rscs.iter().enumerate() {
+            if r.kind == Kind::Group {
+                for w in r.children.windows(2) {
+                    self.colocs.push(PrimColoc {
+                        id: format!("{}-chain", cl.rscs[i].id),
+                        dependent: w[1],
+                        primary: Primary::Prim(w[0]),
+                        score: Score::INF,
+                        node_attribute: "#uname".into(),
+                        influence: true,
+                    });
+                }
+            }
+        }
+        for c in colocs {
+            // Role-specific colocations only matter for promotable clones (not scheduled yet).
+            if !is_started_role(c.dependent_role) || !is_started_role(c.primary_role) {
+                continue;
+            }
+            let primary = match cl.rscs[c.primary].kind {
+                Kind::Clone { .. } => Primary::CloneSet(c.primary),
+                _ => match cl.lead_primitive(c.primary) {
+                    Some(p) => Primary::Prim(p),
+                    None => continue,
+                },
+            };
+            let dependents: Vec<RscId> = match cl.rscs[c.dependent].kind {
+                Kind::Clone { .. } => cl.instances(c.dependent).into_iter().filter_map(|i| cl.lead_primitive(i)).collect(),
+                _ => cl.lead_primitive(c.dependent).into_iter().collect(),
+            };
+            for d in dependents {
+                self.colocs.push(PrimColoc {
+                    id: c.id.clone(),
+                    dependent: d,
+                    primary,
+                    score: c.score,
+                    node_attribute: c.node_attribute.clone(),
+                    influence: c.influence,
+                });
+            }
+        }
+    }
+
+    /// Stage 7: the node table of every primitive.
+    pub fn build_tables(&mut self) {
+        let n_nodes = self.cl.nodes.len();
+        let symmetric = self.cl.options.symmetric;
+        let mut tables: BTreeMap<RscId, BTreeMap<NodeId, Score>> = BTreeMap::new();
+        for id in 0..self.cl.rscs.len() {
+            if self.cl.rscs[id].is_primitive() {
+                let t = if symmetric { (0..n_nodes).map(|n| (n, Score::ZERO)).collect() } else { BTreeMap::new() };
+                tables.insert(id, t);
+            }
+        }
+        // Locations: a constraint on a group or clone applies to every primitive below it.
+        for loc in self.cl.cib.config.constraints.locations.clone() {
+            if !is_started_role(crate::constraints::role_of(loc.role.as_deref())) {
+                continue;
+            }
+            for target in self.cl.location_targets(&loc) {
+                let prims = self.cl.primitives_of(target);
+                let entries = self.location_scores(&loc, target);
+                for p in prims {
+                    let t = tables.entry(p).or_default();
+                    for &(n, s) in &entries {
+                        let e = t.entry(n).or_insert(Score::ZERO);
+                        *e = e.add(s);
+                    }
+                }
+            }
+        }
+        let now_s = self.cl.now.and_utc().timestamp();
+        for (&id, table) in tables.iter_mut() {
+            let r = &self.cl.rscs[id];
+            if r.managed && r.running_on.len() == 1 {
+                let n = r.running_on[0];
+                if let Some(s) = table.get_mut(&n) {
+                    *s = s.add(r.stickiness);
+                }
+            }
+            for (&n, &(count, last)) in &r.fail_counts {
+                let expired = r.failure_timeout_s > 0 && last.is_some_and(|l| now_s > l + r.failure_timeout_s);
+                if expired {
+                    self.clear_failcounts.push((id, n));
+                    continue;
+                }
+                if count >= r.migration_threshold {
+                    table.insert(n, Score::NEG_INF);
+                }
+            }
+            for &n in r.history_bans.keys() {
+                table.insert(n, Score::NEG_INF);
+            }
+            if r.banned_everywhere {
+                for s in table.values_mut() {
+                    *s = Score::NEG_INF;
+                }
+            }
+        }
+        self.base = tables;
+    }
+
+    fn location_scores(&self, loc: &cib::Location, target: RscId) -> Vec<(NodeId, Score)> {
+        let cl = &*self.cl;
+        let mut out = Vec::new();
+        if let Some(node) = &loc.node {
+            let score = loc.score.as_deref().and_then(Score::parse).unwrap_or(Score::ZERO);
+            if let Some(n) = cl.node_by_name(node) {
+                out.push((n, score));
+            }
+            return out;
+        }
+        let r = &cl.rscs[target];
+        let (class, provider, agent) = match &r.prim {
+            Some(p) => (p.class.as_str(), p.provider.as_deref(), p.agent.as_str()),
+            None => ("", None, ""),
+        };
+        for rule in &loc.rules {
+            if !is_started_role(crate::constraints::role_of(rule.role.as_deref())) {
+                continue;
+            }
+            for (n, node) in cl.nodes.iter().enumerate() {
+                let ctx = RuleContext {
+                    node_attrs: Some(&node.attrs),
+                    now: Some(cl.now),
+                    rsc: Some((class, provider, agent)),
+                    op: None,
+                    rsc_params: Some(&r.params),
+                    rsc_meta: Some(&r.meta),
+                };
+                if !rules::evaluate(rule, &ctx) {
+                    continue;
+                }
+                let score = if let Some(attr) = &rule.score_attribute {
+                    node.attrs.get(attr).and_then(|v| Score::parse(v))
+                } else {
+                    Some(rule.score.as_deref().and_then(Score::parse).unwrap_or(Score::ZERO))
+                };
+                if let Some(s) = score {
+                    out.push((n, s));
+                }
+            }
+        }
+        out
+    }
+
+    fn node_attr<'n>(&'n self, n: NodeId, attr: &str) -> Option<&'n str> {
+        self.cl.nodes[n].attrs.get(attr).map(String::as_str)
+    }
+
+    /// Nodes a primary occupies (one for a primitive, several for a clone).
+    fn primary_nodes(&self, p: Primary) -> Vec<NodeId> {
+        match p {
+            Primary::Prim(id) => self.cl.rscs[id].assigned.into_iter().collect(),
+            Primary::CloneSet(c) => {
+                let mut v: BTreeSet<NodeId> = BTreeSet::new();
+                for i in self.cl.instances(c) {
+                    if let Some(lp) = self.cl.lead_primitive(i) {
+                        if let Some(n) = self.cl.rscs[lp].assigned {
+                            v.insert(n);
+                        }
+                    }
+                }
+                v.into_iter().collect()
+            }
+        }
+    }
+
+    fn primary_priority(&self, p: Primary) -> i64 {
+        match p {
+            Primary::Prim(id) | Primary::CloneSet(id) => self.cl.rscs[id].priority,
+        }
+    }
+
+    pub fn allocate_all(&mut self) {
+        let top = self.cl.top.clone();
+        for t in top {
+            self.allocate_resource(t);
+        }
+    }
+
+    pub fn allocate_resource(&mut self, id: RscId) {
+        match self.cl.rscs[id].kind {
+            Kind::Primitive => self.allocate_primitive(id),
+            Kind::Group => {
+                for m in self.cl.rscs[id].children.clone() {
+                    self.allocate_primitive(m);
+                }
+            }
+            Kind::Clone { .. } => self.allocate_clone(id),
+            Kind::Bundle => {}
+        }
+    }
+
+    fn allocate_primary(&mut self, p: Primary) {
+        match p {
+            Primary::Prim(id) => self.allocate_primitive(id),
+            Primary::CloneSet(c) => self.allocate_clone(c),
+        }
+    }
+
+    fn allocate_clone(&mut self, clone: RscId) {
+        if self.cl.rscs[clone].allocated || self.cl.rscs[clone].allocating {
+            return;
+        }
+        self.cl.rscs[clone].allocating = true;
+        let mut insts = self.cl.instances(clone);
+        // Instances already running are placed first so they keep their nodes.
+        insts.sort_by_key(|&i| {
+            let lp = self.cl.lead_primitive(i);
+            let running = lp.is_some_and(|p| !self.cl.rscs[p].running_on.is_empty());
+            !running
+        });
+        let node_max: usize = self.cl.rscs[clone].meta.get("clone-node-max").and_then(|v| v.parse().ok()).unwrap_or(1);
+        let mut per_node: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for i in insts {
+            let Some(lp) = self.cl.lead_primitive(i) else { continue };
+            // Nodes already at their instance limit are closed to this instance.
+            let full: Vec<NodeId> = per_node.iter().filter(|(_, &c)| c >= node_max).map(|(&n, _)| n).collect();
+            let members: Vec<RscId> = self.cl.primitives_of(i);
+            for &m in &members {
+                if let Some(t) = self.base.get_mut(&m) {
+                    for &n in &full {
+                        t.insert(n, Score::NEG_INF);
+                    }
+                }
+            }
+            for m in members {
+                self.allocate_primitive(m);
+            }
+            if let Some(n) = self.cl.rscs[lp].assigned {
+                *per_node.entry(n).or_default() += 1;
+            }
+        }
+        self.cl.rscs[clone].allocating = false;
+        self.cl.rscs[clone].allocated = true;
+    }
+
+    pub fn allocate_primitive(&mut self, id: RscId) {
+        if self.cl.rscs[id].allocated || self.cl.rscs[id].allocating {
+            return;
+        }
+        self.cl.rscs[id].allocating = true;
+        // Primaries first, highest priority first.
+        let mut mine: Vec<PrimColoc> = self.colocs.iter().filter(|c| c.dependent == id).cloned().collect();
+        mine.sort_by_key(|c| std::cmp::Reverse(self.primary_priority(c.primary)));
+        for c in &mine {
+            self.allocate_primary(c.primary);
+        }
+        let mut table = self.base.get(&id).cloned().unwrap_or_default();
+        for c in &mine {
+            self.apply_dependent_colocation(&mut table, c);
+        }
+        let mut visited = BTreeSet::from([id]);
+        self.fold_dependents(&mut table, id, 1.0, &mut visited);
+        let choice = self.choose_node(id, &table);
+        let r = &mut self.cl.rscs[id];
+        r.allowed = table;
+        r.assigned = choice;
+        r.allocating = false;
+        r.allocated = true;
+        if let Some(n) = choice {
+            self.cl.nodes[n].assigned_count += 1;
+        }
+    }
+
+    fn apply_dependent_colocation(&self, table: &mut BTreeMap<NodeId, Score>, c: &PrimColoc) {
+        let pnodes = self.primary_nodes(c.primary);
+        let attr_vals: BTreeSet<Option<&str>> = pnodes.iter().map(|&n| self.node_attr(n, &c.node_attribute)).collect();
+        let matches = |n: NodeId| !pnodes.is_empty() && attr_vals.contains(&self.node_attr(n, &c.node_attribute));
+        if c.score.is_inf() {
+            for (&n, s) in table.iter_mut() {
+                if !matches(n) {
+                    *s = Score::NEG_INF;
+                }
+            }
+            return;
+        }
+        if c.score.is_neg_inf() {
+            for (&n, s) in table.iter_mut() {
+                if matches(n) {
+                    *s = Score::NEG_INF;
+                }
+            }
+            return;
+        }
+        let before = table.clone();
+        if pnodes.is_empty() {
+            if c.score.0 > 0 {
+                for s in table.values_mut() {
+                    *s = s.add(Score(-c.score.0));
+                }
+            }
+        } else {
+            for (&n, s) in table.iter_mut() {
+                if matches(n) {
+                    *s = s.add(c.score);
+                }
+            }
+        }
+        // A finite preference never makes a resource unplaceable.
+        if !self.has_usable_node(table) {
+            *table = before;
+        }
+    }
+
+    fn has_usable_node(&self, table: &BTreeMap<NodeId, Score>) -> bool {
+        table.iter().any(|(&n, s)| s.0 >= 0 && self.cl.nodes[n].available())
+    }
+
+    /// Fold the preferences of resources colocated with `id` into its table (SCHEDULER-NOTES 5.4).
+    fn fold_dependents(&self, table: &mut BTreeMap<NodeId, Score>, id: RscId, outer: f64, visited: &mut BTreeSet<RscId>) {
+        let deps: Vec<&PrimColoc> = self.colocs.iter().filter(|c| c.primary == Primary::Prim(id) && c.influence).collect();
+        for c in deps {
+            let d = c.dependent;
+            if visited.contains(&d) || self.cl.rscs[d].allocated {
+                continue;
+            }
+            // Nested dependents fold at their own strength; only the sign carries over.
+            let f = outer.signum() * factor(c.score);
+            let Some(dtable) = self.base.get(&d) else { continue };
+            let before = table.clone();
+            for (&n, s) in table.iter_mut() {
+                let want = self.node_attr(n, &c.node_attribute);
+                let best = dtable
+                    .iter()
+                    .filter(|(&m, _)| self.cl.nodes[m].available() && self.node_attr(m, &c.node_attribute) == want)
+                    .map(|(_, &v)| v)
+                    .max();
+                let Some(best) = best else { continue };
+                if f < 0.0 && best.0 < 0 {
+                    continue;
+                }
+                *s = s.add(scale(best, f));
+            }
+            if !self.has_usable_node(table) {
+                *table = before;
+                continue;
+            }
+            visited.insert(d);
+            let sign = if f < 0.0 { -1.0 } else { 1.0 };
+            self.fold_dependents(table, d, sign, visited);
+        }
+    }
+
+    fn choose_node(&self, id: RscId, table: &BTreeMap<NodeId, Score>) -> Option<NodeId> {
+        let r = &self.cl.rscs[id];
+        if self.cl.options.stop_all_resources || r.target_role == Some(Role::Stopped) || r.orphan {
+            return None;
+        }
+        if r.parent.is_some_and(|p| self.cl.rscs[p].target_role == Some(Role::Stopped)) {
+            return None;
+        }
+        let current = if r.running_on.len() == 1 { Some(r.running_on[0]) } else { None };
+        let eff = |n: NodeId| -> Score {
+            let s = table.get(&n).copied().unwrap_or(Score::NEG_INF);
+            if self.cl.nodes[n].available() { s } else { Score::NEG_INF }
+        };
+        let mut cands: Vec<NodeId> = table.keys().copied().collect();
+        cands.sort_by(|&a, &b| {
+            eff(b).cmp(&eff(a))
+                .then(self.cl.nodes[a].assigned_count.cmp(&self.cl.nodes[b].assigned_count))
+                .then((Some(b) == current).cmp(&(Some(a) == current)))
+                .then(self.cl.nodes[a].name.as_bytes().cmp(self.cl.nodes[b].name.as_bytes()))
+        });
+        let best = *cands.first()?;
+        if eff(best).0 < 0 {
+            return None;
+        }
+        if let Some(c) = current {
+            if eff(best).0 > 0 && eff(c) == eff(best) {
+                return Some(c);
+            }
+        }
+        Some(best)
+    }
+}
+
+/// A score times a colocation factor: rounded half away from zero, never rounding a
+/// non-zero product to zero.
+fn scale(s: Score, f: f64) -> Score {
+    if f == 0.0 || s.0 == 0 {
+        return Score::ZERO;
+    }
+    let v = (s.0 as f64 * f).round() as i64;
+    let v = if v == 0 { if (s.0 as f64 * f) < 0.0 { -1 } else { 1 } } else { v };
+    Score(v.clamp(-crate::score::INFINITY, crate::score::INFINITY))
+}

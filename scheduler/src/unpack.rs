@@ -1,0 +1,780 @@
+//! Stages 1-4 of a scheduler run: cluster options, node states, the resource
+//! tree (clone instances expanded), and each resource's history on each node.
+//! See SCHEDULER-NOTES sections 1-3 for the behaviour this reproduces.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDateTime;
+use cib::{Cib, NvSet, Primitive, Resource};
+
+use crate::rules::{self, RuleContext};
+use crate::score::Score;
+use crate::{interval_ms, Role};
+
+pub type NodeId = usize;
+pub type RscId = usize;
+
+#[derive(Debug, Clone, Default)]
+pub struct NodeInfo {
+    pub id: String,
+    pub name: String,
+    pub online: bool,
+    pub unclean: bool,
+    pub standby: bool,
+    pub pending: bool,
+    pub maintenance: bool,
+    pub shutdown: bool,
+    pub remote: bool,
+    pub fence_reason: Option<String>,
+    /// Node attributes (configured and transient) plus the `#uname`-style built-ins.
+    pub attrs: BTreeMap<String, String>,
+    pub health: Score,
+    /// Resources assigned here in this run (placement tie-break).
+    pub assigned_count: usize,
+}
+
+impl NodeInfo {
+    /// Can new resources be placed here?
+    pub fn available(&self) -> bool {
+        self.online && !self.unclean && !self.standby && !self.pending && !self.maintenance && !self.shutdown
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Primitive,
+    Group,
+    Clone { promotable: bool, unique: bool },
+    Bundle,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OnFail {
+    Ignore,
+    Block,
+    Stop,
+    Restart,
+    Fence,
+    Standby,
+    Demote,
+}
+
+impl OnFail {
+    pub fn parse(s: &str) -> Option<OnFail> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "ignore" => OnFail::Ignore,
+            "block" => OnFail::Block,
+            "stop" => OnFail::Stop,
+            "restart" | "restart-container" | "reset-remote" => OnFail::Restart,
+            "fence" => OnFail::Fence,
+            "standby" => OnFail::Standby,
+            "demote" => OnFail::Demote,
+            _ => return None,
+        })
+    }
+}
+
+/// What one resource's history says about one node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeHistory {
+    pub role: Role,
+    pub failed: bool,
+    pub on_fail: Option<OnFail>,
+    pub failure_ignored: bool,
+    pub pending_task: Option<String>,
+    pub not_installed: bool,
+    /// Recurring monitors recorded as active: interval ms -> op digest.
+    pub recurring: BTreeMap<u64, Option<String>>,
+    /// Digests of the last start (restart digest, full digest).
+    pub start_digest: Option<String>,
+    pub start_restart_digest: Option<String>,
+    /// The last op (by call id) for reporting and digests.
+    pub last_call_id: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rsc {
+    pub id: String,
+    /// The id without a clone instance suffix (what history of anonymous clones uses).
+    pub base_id: String,
+    pub kind: Kind,
+    pub parent: Option<RscId>,
+    pub children: Vec<RscId>,
+    pub prim: Option<Primitive>,
+    pub meta: BTreeMap<String, String>,
+    pub params: BTreeMap<String, String>,
+    pub priority: i64,
+    pub stickiness: Score,
+    pub migration_threshold: i64,
+    pub failure_timeout_s: i64,
+    pub managed: bool,
+    pub target_role: Option<Role>,
+    pub orphan: bool,
+    /// Nodes with history: what each says.
+    pub history: BTreeMap<NodeId, NodeHistory>,
+    /// Nodes where the resource is active now (role > Stopped).
+    pub running_on: Vec<NodeId>,
+    pub role: Role,
+    pub failed: bool,
+    pub blocked: bool,
+    /// Bans from history (hard errors, failed stops): node -> reason.
+    pub history_bans: BTreeMap<NodeId, &'static str>,
+    pub banned_everywhere: bool,
+    /// Fail count and last failure time (epoch s) per node, from node attributes.
+    pub fail_counts: BTreeMap<NodeId, (i64, Option<i64>)>,
+    // Placement results.
+    pub allowed: BTreeMap<NodeId, Score>,
+    pub assigned: Option<NodeId>,
+    pub next_role: Role,
+    pub allocating: bool,
+    pub allocated: bool,
+}
+
+impl Rsc {
+    pub fn is_primitive(&self) -> bool {
+        self.kind == Kind::Primitive
+    }
+    pub fn meta_bool(&self, key: &str, default: bool) -> bool {
+        self.meta.get(key).map(|v| cib::is_true(v)).unwrap_or(default)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub stonith_enabled: bool,
+    pub symmetric: bool,
+    pub no_quorum_policy: String,
+    pub stop_orphan_resources: bool,
+    pub enable_startup_probes: bool,
+    pub maintenance_mode: bool,
+    pub stop_all_resources: bool,
+    pub stonith_action: String,
+    pub have_watchdog: bool,
+    pub startup_fencing: bool,
+    pub placement_strategy: String,
+    pub start_failure_is_fatal: bool,
+    pub raw: BTreeMap<String, String>,
+}
+
+/// The unpacked cluster: everything later stages read and annotate.
+pub struct Cluster<'a> {
+    pub cib: &'a Cib,
+    pub now: NaiveDateTime,
+    pub options: Options,
+    pub have_quorum: bool,
+    pub nodes: Vec<NodeInfo>,
+    pub rscs: Vec<Rsc>,
+    /// Top-level resources in priority order (also the print order).
+    pub top: Vec<RscId>,
+    pub rsc_defaults: BTreeMap<String, String>,
+    pub op_defaults: Vec<NvSet>,
+    pub dc: Option<NodeId>,
+    pub has_fencing_device: bool,
+}
+
+/// Flatten name/value sets: higher `score` first, earlier first among equals; the
+/// first value of a name wins; sets whose rule fails are skipped.
+pub fn flatten(sets: &[NvSet], ctx: &RuleContext, into: &mut BTreeMap<String, String>) {
+    let mut ordered: Vec<&NvSet> = sets.iter().collect();
+    ordered.sort_by_key(|s| std::cmp::Reverse(s.score.as_deref().and_then(Score::parse).unwrap_or(Score::ZERO)));
+    for set in ordered {
+        if let Some(rule) = &set.rule {
+            if !rules::evaluate(rule, ctx) {
+                continue;
+            }
+        }
+        for (k, v) in &set.pairs {
+            into.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+}
+
+fn parse_role(s: &str) -> Option<Role> {
+    Some(match s.to_ascii_lowercase().as_str() {
+        "stopped" => Role::Stopped,
+        "started" => Role::Started,
+        "unpromoted" | "slave" => Role::Unpromoted,
+        "promoted" | "master" => Role::Promoted,
+        _ => return None,
+    })
+}
+
+pub fn parse_duration_s(s: &str) -> Option<i64> {
+    interval_ms(s).map(|ms| (ms / 1000) as i64)
+}
+
+impl<'a> Cluster<'a> {
+    pub fn unpack(cib: &'a Cib, now: NaiveDateTime) -> Cluster<'a> {
+        let ctx = RuleContext { now: Some(now), ..Default::default() };
+        let mut raw = BTreeMap::new();
+        flatten(&cib.config.crm_config, &ctx, &mut raw);
+        let opt_bool = |k: &str, d: bool| raw.get(k).map(|v| cib::is_true(v)).unwrap_or(d);
+        let options = Options {
+            stonith_enabled: opt_bool("stonith-enabled", true),
+            symmetric: opt_bool("symmetric-cluster", true),
+            no_quorum_policy: raw.get("no-quorum-policy").cloned().unwrap_or_else(|| "stop".into()),
+            stop_orphan_resources: opt_bool("stop-orphan-resources", true),
+            enable_startup_probes: opt_bool("enable-startup-probes", true),
+            maintenance_mode: opt_bool("maintenance-mode", false),
+            stop_all_resources: opt_bool("stop-all-resources", false),
+            stonith_action: raw.get("stonith-action").cloned().unwrap_or_else(|| "reboot".into()),
+            have_watchdog: opt_bool("have-watchdog", false),
+            startup_fencing: opt_bool("startup-fencing", true),
+            placement_strategy: raw.get("placement-strategy").cloned().unwrap_or_else(|| "default".into()),
+            start_failure_is_fatal: opt_bool("start-failure-is-fatal", true),
+            raw: raw.clone(),
+        };
+        let mut rsc_defaults = BTreeMap::new();
+        flatten(&cib.config.rsc_defaults, &ctx, &mut rsc_defaults);
+        let have_quorum = cib.attr("have-quorum").map(cib::is_true).unwrap_or(false);
+        let mut cluster = Cluster {
+            cib,
+            now,
+            options,
+            have_quorum,
+            nodes: Vec::new(),
+            rscs: Vec::new(),
+            top: Vec::new(),
+            rsc_defaults,
+            op_defaults: cib.config.op_defaults.clone(),
+            dc: None,
+            has_fencing_device: false,
+        };
+        cluster.unpack_nodes();
+        cluster.unpack_resources();
+        cluster.unpack_history();
+        cluster
+    }
+
+    pub fn node_by_id_or_name(&self, key: &str) -> Option<NodeId> {
+        self.nodes.iter().position(|n| n.id == key).or_else(|| self.nodes.iter().position(|n| n.name == key))
+    }
+
+    pub fn node_by_name(&self, name: &str) -> Option<NodeId> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    pub fn rsc_by_id(&self, id: &str) -> Option<RscId> {
+        self.rscs.iter().position(|r| r.id == id)
+    }
+
+    fn unpack_nodes(&mut self) {
+        let cib = self.cib;
+        let dc_uuid = cib.attr("dc-uuid");
+        let fencing = self.options.stonith_enabled;
+        for nc in &cib.config.nodes {
+            let remote = nc.node_type.as_deref() == Some("remote");
+            let mut node = NodeInfo { id: nc.id.clone(), name: nc.uname.clone(), remote, ..Default::default() };
+            let ctx = RuleContext { now: Some(self.now), ..Default::default() };
+            flatten(&nc.attrs, &ctx, &mut node.attrs);
+            let state = cib.status.nodes.iter().find(|s| s.id == nc.id || (s.id.is_empty() && s.uname.as_deref() == Some(&nc.uname)));
+            if let Some(st) = state {
+                flatten(&st.transient, &ctx, &mut node.attrs);
+            }
+            node.attrs.insert("#uname".into(), node.name.clone());
+            node.attrs.insert("#id".into(), node.id.clone());
+            node.attrs.insert("#kind".into(), if remote { "remote".into() } else { "cluster".into() });
+            let is_dc = dc_uuid == Some(nc.id.as_str());
+            node.attrs.insert("#is_dc".into(), is_dc.to_string());
+            if let Some(name) = self.options.raw.get("cluster-name") {
+                node.attrs.insert("#cluster-name".into(), name.clone());
+            }
+            if remote {
+                // Remote nodes are online when their connection resource runs; decided with the resources.
+                node.online = state.is_some_and(|s| s.attr("remote_node") .is_some() || s.in_ccm.as_deref().is_some_and(cib::is_true));
+            } else {
+                self.decide_member_state(&mut node, state, fencing);
+            }
+            let attr_true = |n: &NodeInfo, k: &str| n.attrs.get(k).is_some_and(|v| cib::is_true(v));
+            node.standby = attr_true(&node, "standby");
+            node.maintenance = attr_true(&node, "maintenance") || self.options.maintenance_mode;
+            if let Some(s) = node.attrs.get("shutdown") {
+                node.shutdown = node.online && s != "0" && !s.is_empty();
+            }
+            if node.attrs.get("terminate").is_some_and(|v| cib::is_true(v) || v.parse::<i64>().is_ok_and(|x| x > 0)) && node.online {
+                node.unclean = true;
+                node.fence_reason = Some("termination was requested".into());
+            }
+            if is_dc {
+                self.dc = Some(self.nodes.len());
+            }
+            self.nodes.push(node);
+        }
+    }
+
+    fn decide_member_state(&self, node: &mut NodeInfo, state: Option<&cib::NodeState>, fencing: bool) {
+        let Some(st) = state else {
+            // Never seen: unclean with startup fencing, else just offline.
+            if fencing && self.options.startup_fencing {
+                node.unclean = true;
+                node.fence_reason = Some("node is unclean".into());
+            }
+            return;
+        };
+        let in_ccm = st.in_ccm.as_deref().map(|v| cib::is_true(v) || v.parse::<i64>().is_ok_and(|x| x > 0));
+        let crmd_online = st.crmd.as_deref().is_some_and(|v| v == "online" || v.parse::<i64>().is_ok_and(|x| x > 0));
+        let join = st.join.as_deref().unwrap_or("down");
+        let expected_up = st.expected.as_deref() == Some("member");
+        let in_ccm_b = in_ccm.unwrap_or(false);
+        if !fencing {
+            if in_ccm_b && crmd_online && join == "member" {
+                node.online = true;
+            } else if in_ccm_b && !crmd_online && expected_up {
+                node.unclean = true;
+            } else if in_ccm_b && crmd_online {
+                node.online = true;
+                node.pending = true;
+            }
+            return;
+        }
+        if in_ccm.is_none() && st.crmd.is_none() && st.join.is_none() {
+            node.unclean = true;
+            node.fence_reason = Some("peer has not been seen by the cluster".into());
+            return;
+        }
+        if join == "banned" {
+            node.unclean = true;
+            node.fence_reason = Some("peer failed Pacemaker membership criteria".into());
+            return;
+        }
+        if !expected_up && !in_ccm_b && !crmd_online {
+            return; // clean offline
+        }
+        if !expected_up {
+            if in_ccm_b && crmd_online {
+                node.online = true;
+                if join != "member" {
+                    node.pending = true;
+                }
+            } else if in_ccm_b {
+                // shutting down, still in membership: pending
+                node.online = true;
+                node.pending = true;
+            }
+            return;
+        }
+        if !in_ccm_b {
+            node.unclean = true;
+            node.fence_reason = Some("peer is no longer part of the cluster".into());
+        } else if !crmd_online {
+            node.unclean = true;
+            node.fence_reason = Some("peer process is no longer available".into());
+        } else if join == "member" {
+            node.online = true;
+        } else {
+            node.online = true;
+            node.pending = true;
+        }
+    }
+
+    fn new_rsc(&mut self, id: String, base_id: String, kind: Kind, parent: Option<RscId>) -> RscId {
+        let rsc = Rsc {
+            id,
+            base_id,
+            kind,
+            parent,
+            children: Vec::new(),
+            prim: None,
+            meta: BTreeMap::new(),
+            params: BTreeMap::new(),
+            priority: 0,
+            stickiness: Score::ZERO,
+            migration_threshold: crate::score::INFINITY,
+            failure_timeout_s: 0,
+            managed: true,
+            target_role: None,
+            orphan: false,
+            history: BTreeMap::new(),
+            running_on: Vec::new(),
+            role: Role::Stopped,
+            failed: false,
+            blocked: false,
+            history_bans: BTreeMap::new(),
+            banned_everywhere: false,
+            fail_counts: BTreeMap::new(),
+            allowed: BTreeMap::new(),
+            assigned: None,
+            next_role: Role::Stopped,
+            allocating: false,
+            allocated: false,
+        };
+        self.rscs.push(rsc);
+        let id = self.rscs.len() - 1;
+        if let Some(p) = parent {
+            self.rscs[p].children.push(id);
+        }
+        id
+    }
+
+    /// Meta attributes inherit downward: parent's values apply unless the child sets its own.
+    fn apply_meta(&mut self, id: RscId, sets: &[NvSet], params: &[NvSet]) {
+        let ctx = RuleContext { now: Some(self.now), ..Default::default() };
+        let mut meta = BTreeMap::new();
+        flatten(sets, &ctx, &mut meta);
+        if let Some(p) = self.rscs[id].parent {
+            for (k, v) in self.rscs[p].meta.clone() {
+                meta.entry(k).or_insert(v);
+            }
+        }
+        let mut pmap = BTreeMap::new();
+        flatten(params, &ctx, &mut pmap);
+        let r = &mut self.rscs[id];
+        r.meta = meta;
+        r.params = pmap;
+    }
+
+    fn finish_meta(&mut self, id: RscId) {
+        let defaults = self.rsc_defaults.clone();
+        let maintenance = self.options.maintenance_mode;
+        let r = &mut self.rscs[id];
+        let get = |k: &str| r.meta.get(k).or_else(|| defaults.get(k)).cloned();
+        r.priority = get("priority").and_then(|v| Score::parse(&v)).unwrap_or(Score::ZERO).0;
+        r.stickiness = get("resource-stickiness").or_else(|| get("default-resource-stickiness")).and_then(|v| Score::parse(&v)).unwrap_or(Score::ZERO);
+        r.migration_threshold = get("migration-threshold").and_then(|v| Score::parse(&v)).map(|s| s.0).unwrap_or(crate::score::INFINITY);
+        r.failure_timeout_s = get("failure-timeout").and_then(|v| parse_duration_s(&v)).unwrap_or(0);
+        r.managed = get("is-managed").map(|v| cib::is_true(&v)).unwrap_or(true) && !maintenance && !get("maintenance").is_some_and(|v| cib::is_true(&v));
+        r.target_role = get("target-role").and_then(|v| parse_role(&v));
+    }
+
+    fn add_primitive(&mut self, p: &Primitive, suffix: &str, parent: Option<RscId>) -> RscId {
+        let id = self.new_rsc(format!("{}{}", p.id, suffix), p.id.clone(), Kind::Primitive, parent);
+        self.rscs[id].prim = Some(p.clone());
+        self.apply_meta(id, &p.meta, &p.instance);
+        self.finish_meta(id);
+        if p.class == "stonith" {
+            self.has_fencing_device = true;
+        }
+        id
+    }
+
+    fn add_resource(&mut self, r: &Resource, suffix: &str, parent: Option<RscId>) -> RscId {
+        match r {
+            Resource::Primitive(p) => self.add_primitive(p, suffix, parent),
+            Resource::Group(g) => {
+                let id = self.new_rsc(format!("{}{}", g.id, suffix), g.id.clone(), Kind::Group, parent);
+                self.apply_meta(id, &g.meta, &g.instance);
+                self.finish_meta(id);
+                for m in &g.members {
+                    self.add_primitive(m, suffix, Some(id));
+                }
+                id
+            }
+            Resource::Clone(c) => {
+                let unique = c.meta.iter().flat_map(|s| s.pairs.iter()).any(|(k, v)| k == "globally-unique" && cib::is_true(v));
+                let id = self.new_rsc(c.id.clone(), c.id.clone(), Kind::Clone { promotable: c.promotable, unique }, parent);
+                self.apply_meta(id, &c.meta, &c.instance);
+                self.finish_meta(id);
+                let members = self.nodes.iter().filter(|n| !n.remote).count().max(1);
+                let max = self.rscs[id].meta.get("clone-max").and_then(|v| v.parse::<usize>().ok()).unwrap_or(members);
+                for i in 0..max.min(4096) {
+                    self.add_resource(&c.child, &format!(":{i}"), Some(id));
+                }
+                id
+            }
+            Resource::Bundle(b) => {
+                let id = self.new_rsc(b.id.clone(), b.id.clone(), Kind::Bundle, parent);
+                self.apply_meta(id, &b.meta, &[]);
+                self.finish_meta(id);
+                id
+            }
+        }
+    }
+
+    fn unpack_resources(&mut self) {
+        let cib = self.cib;
+        let mut tops = Vec::new();
+        for r in &cib.config.resources {
+            tops.push(self.add_resource(r, "", None));
+        }
+        // Priority sorts the list once, for allocation and printing alike (stable).
+        tops.sort_by_key(|&t| std::cmp::Reverse(self.rscs[t].priority));
+        self.top = tops;
+    }
+
+    /// Which resource a history entry belongs to; creates orphans for unknown ids.
+    fn history_target(&mut self, lrm_id: &str, node: NodeId, lrm: &cib::LrmResource) -> RscId {
+        if let Some(id) = self.rsc_by_id(lrm_id) {
+            if self.rscs[id].is_primitive() {
+                let anon_clone_member = self.anonymous_clone_of(id).is_some();
+                if !anon_clone_member {
+                    return id;
+                }
+            }
+        }
+        let base = lrm_id.split(':').next().unwrap_or(lrm_id);
+        // Anonymous clone instances: history may use the bare id or any instance number.
+        let candidates: Vec<RscId> = (0..self.rscs.len()).filter(|&i| self.rscs[i].is_primitive() && self.rscs[i].base_id == base && self.rscs[i].id != self.rscs[i].base_id).collect();
+        if !candidates.is_empty() {
+            // Prefer an instance already holding history on this node (same group instance), then
+            // the exact id, then the first instance with nothing active yet.
+            if let Some(&c) = candidates.iter().find(|&&c| self.rscs[c].id == lrm_id && !self.instance_busy_elsewhere(c, node)) {
+                return c;
+            }
+            if let Some(&c) = candidates.iter().find(|&&c| self.instance_on_node(c, node)) {
+                return c;
+            }
+            if let Some(&c) = candidates.iter().find(|&&c| !self.instance_busy_elsewhere(c, node)) {
+                return c;
+            }
+        }
+        // Orphan: history for an id the configuration does not have.
+        if let Some(id) = self.rsc_by_id(lrm_id) {
+            return id;
+        }
+        let prim = Primitive {
+            id: lrm_id.to_string(),
+            class: lrm.class.clone().unwrap_or_default(),
+            provider: lrm.provider.clone(),
+            agent: lrm.agent.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        let id = self.add_primitive(&prim, "", None);
+        self.rscs[id].orphan = true;
+        self.top.push(id);
+        id
+    }
+
+    fn anonymous_clone_of(&self, id: RscId) -> Option<RscId> {
+        let mut cur = self.rscs[id].parent;
+        while let Some(p) = cur {
+            if let Kind::Clone { unique: false, .. } = self.rscs[p].kind {
+                return Some(p);
+            }
+            cur = self.rscs[p].parent;
+        }
+        None
+    }
+
+    /// The clone instance (top of the instance subtree) that `id` belongs to.
+    fn instance_root(&self, id: RscId) -> RscId {
+        let mut cur = id;
+        while let Some(p) = self.rscs[cur].parent {
+            if matches!(self.rscs[p].kind, Kind::Clone { .. }) {
+                return cur;
+            }
+            cur = p;
+        }
+        cur
+    }
+
+    fn instance_prims(&self, id: RscId) -> Vec<RscId> {
+        let root = self.instance_root(id);
+        self.primitives_of(root)
+    }
+
+    fn instance_on_node(&self, id: RscId, node: NodeId) -> bool {
+        self.instance_prims(id).iter().any(|&p| self.rscs[p].history.contains_key(&node))
+    }
+
+    fn instance_busy_elsewhere(&self, id: RscId, node: NodeId) -> bool {
+        self.instance_prims(id).iter().any(|&p| self.rscs[p].history.iter().any(|(&n, h)| n != node && h.role > Role::Stopped))
+            || self.rscs[id].history.contains_key(&node)
+    }
+
+    pub fn primitives_of(&self, id: RscId) -> Vec<RscId> {
+        if self.rscs[id].is_primitive() {
+            return vec![id];
+        }
+        self.rscs[id].children.iter().flat_map(|&c| self.primitives_of(c)).collect()
+    }
+
+    fn unpack_history(&mut self) {
+        let cib = self.cib;
+        for st in &cib.status.nodes {
+            let Some(node) = self.node_by_id_or_name(&st.id) else { continue };
+            for lrm in &st.lrm {
+                let mut ops: Vec<&cib::LrmOp> = lrm.ops.iter().filter(|o| o.operation != "notify" && o.operation != "meta-data").collect();
+                if ops.is_empty() {
+                    continue;
+                }
+                // Oldest first by call id; pending (-1) last.
+                ops.sort_by_key(|o| if o.call_id < 0 { i64::MAX } else { o.call_id });
+                let id = self.history_target(&lrm.id, node, lrm);
+                let hist = self.reduce_history(id, node, &ops);
+                self.rscs[id].history.insert(node, hist);
+            }
+        }
+        for id in 0..self.rscs.len() {
+            self.apply_fail_counts(id);
+            let r = &mut self.rscs[id];
+            let mut role = Role::Stopped;
+            let mut running = Vec::new();
+            let mut failed = false;
+            for (&n, h) in &r.history {
+                if h.role > Role::Stopped {
+                    running.push(n);
+                    role = role.max(h.role);
+                }
+                if h.failed && !h.failure_ignored {
+                    failed = true;
+                }
+            }
+            r.running_on = running;
+            r.role = role;
+            r.failed = failed;
+        }
+    }
+
+    fn op_on_fail(&self, id: RscId, task: &str, interval: u64) -> Option<OnFail> {
+        let prim = self.rscs[id].prim.as_ref()?;
+        let op = prim.ops.iter().find(|o| o.name == task && interval_ms(&o.interval) == Some(interval));
+        let v = op.and_then(|o| o.get("on-fail")).map(str::to_string).or_else(|| {
+            let mut d = BTreeMap::new();
+            let ctx = RuleContext { now: Some(self.now), op: Some((task, interval)), ..Default::default() };
+            flatten(&self.op_defaults, &ctx, &mut d);
+            d.get("on-fail").cloned()
+        });
+        v.and_then(|v| OnFail::parse(&v))
+    }
+
+    fn reduce_history(&mut self, id: RscId, node: NodeId, ops: &[&cib::LrmOp]) -> NodeHistory {
+        let mut h = NodeHistory::default();
+        let fencing = self.options.stonith_enabled;
+        for op in ops {
+            let task = op.operation.as_str();
+            let probe = task == "monitor" && op.interval_ms == 0;
+            h.last_call_id = op.call_id;
+            if op.op_status == -1 || op.call_id == -1 {
+                h.pending_task = Some(task.to_string());
+                match task {
+                    "start" | "migrate_from" => h.role = h.role.max(Role::Started),
+                    "promote" => h.role = Role::Promoted,
+                    _ => {}
+                }
+                continue;
+            }
+            if op.op_status == 1 {
+                // cancelled
+                continue;
+            }
+            let target = op.target_rc().unwrap_or(if probe { 7 } else { 0 });
+            let rc = op.rc_code;
+            let status_ok = op.op_status == 0;
+            let success = status_ok && (rc == target || (rc == 0 && target == 7 && probe) || (rc == 7 && probe) || (rc == 8 && probe));
+            if op.op_status == 7 || (probe && rc == 5) {
+                // Not installed: stopped and cannot run here.
+                h.role = Role::Stopped;
+                h.not_installed = true;
+                self.rscs[id].history_bans.insert(node, "not installed");
+                continue;
+            }
+            if success || (status_ok && rc == 7 && task == "stop") {
+                h.pending_task = None;
+                match task {
+                    "start" | "migrate_from" => {
+                        h.role = Role::Started;
+                        h.start_digest = op.digest.clone();
+                        h.start_restart_digest = op.restart_digest.clone();
+                        self.clear_failure(&mut h);
+                    }
+                    "stop" => {
+                        h.role = Role::Stopped;
+                        h.recurring.clear();
+                        self.clear_failure(&mut h);
+                    }
+                    "promote" => {
+                        h.role = Role::Promoted;
+                        self.clear_failure(&mut h);
+                    }
+                    "demote" => {
+                        h.role = Role::Unpromoted;
+                        self.clear_failure(&mut h);
+                    }
+                    "migrate_to" => {
+                        h.role = h.role.max(Role::Started);
+                    }
+                    "monitor" => {
+                        match rc {
+                            7 => {
+                                h.role = Role::Stopped;
+                                self.clear_failure(&mut h);
+                            }
+                            8 => h.role = Role::Promoted,
+                            _ => {
+                                h.role = if h.role == Role::Unpromoted { Role::Unpromoted } else { Role::Started };
+                                if probe {
+                                    h.start_digest.get_or_insert_with(|| op.digest.clone().unwrap_or_default());
+                                }
+                            }
+                        }
+                        if op.interval_ms > 0 {
+                            h.recurring.insert(op.interval_ms, op.digest.clone());
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            // A failure.
+            let on_fail = self.op_on_fail(id, task, op.interval_ms).unwrap_or(if task == "stop" {
+                if fencing { OnFail::Fence } else { OnFail::Block }
+            } else {
+                OnFail::Restart
+            });
+            if on_fail == OnFail::Ignore {
+                h.failure_ignored = true;
+                if task != "stop" {
+                    h.role = h.role.max(Role::Started);
+                }
+                continue;
+            }
+            let hard = matches!(rc, 2 | 4 | 5) || (rc == 3 && op.interval_ms == 0) || op.op_status == 5 || op.op_status == 6;
+            if rc == 6 || op.op_status == 6 {
+                self.rscs[id].banned_everywhere = true;
+            }
+            if hard {
+                self.rscs[id].history_bans.insert(node, "hard error");
+            }
+            if task == "stop" {
+                self.rscs[id].history_bans.insert(node, "__stop_fail__");
+            }
+            h.failed = true;
+            h.on_fail = Some(h.on_fail.take().map_or(on_fail.clone(), |o: OnFail| o.max(on_fail.clone())));
+            match task {
+                "promote" => h.role = Role::Promoted,
+                "demote" => h.role = Role::Promoted,
+                "monitor" if rc == 8 => h.role = Role::Promoted,
+                "monitor" if rc == 7 && !probe => h.role = h.role.max(Role::Started),
+                _ => h.role = h.role.max(Role::Started),
+            }
+            if op.interval_ms > 0 {
+                h.recurring.insert(op.interval_ms, op.digest.clone());
+            }
+        }
+        h
+    }
+
+    fn clear_failure(&self, h: &mut NodeHistory) {
+        // Failures whose on-fail keeps them (stop/fence/standby) survive a later success.
+        if !matches!(h.on_fail, Some(OnFail::Stop) | Some(OnFail::Fence) | Some(OnFail::Standby) | Some(OnFail::Block)) {
+            h.failed = false;
+            h.on_fail = None;
+        }
+    }
+
+    fn apply_fail_counts(&mut self, id: RscId) {
+        let base = self.rscs[id].base_id.clone();
+        let full = self.rscs[id].id.clone();
+        for n in 0..self.nodes.len() {
+            let mut count = Score::ZERO;
+            let mut last: Option<i64> = None;
+            for (k, v) in &self.nodes[n].attrs {
+                if let Some(rest) = k.strip_prefix("fail-count-") {
+                    let name = rest.split('#').next().unwrap_or(rest);
+                    if name == base || name == full {
+                        count = count.add(Score::parse(v).unwrap_or(Score::ZERO));
+                    }
+                } else if let Some(rest) = k.strip_prefix("last-failure-") {
+                    let name = rest.split('#').next().unwrap_or(rest);
+                    if name == base || name == full {
+                        let t = v.parse::<i64>().unwrap_or(0);
+                        last = Some(last.map_or(t, |l: i64| l.max(t)));
+                    }
+                }
+            }
+            if count.0 > 0 {
+                self.rscs[id].fail_counts.insert(n, (count.0, last));
+            }
+        }
+    }
+}
