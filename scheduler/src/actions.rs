@@ -172,29 +172,17 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], clear_failcounts: &[(RscId, NodeId)
     // Fencing of unclean nodes.
     let mut fence_of: BTreeMap<NodeId, ActionId> = BTreeMap::new();
     for (n, node) in cl.nodes.iter().enumerate() {
-        if node.unclean && fencing && any_managed && (cl.quorum_ok() || node.online) {
+        let ticket = cl.ticket_fence.get(&n);
+        if (node.unclean || ticket.is_some()) && fencing && any_managed && (cl.quorum_ok() || node.online) {
             let mut a = new_action(None, "stonith", Some(n));
             a.optional = false;
-            a.fence = Some((cl.options.stonith_action.clone(), node.fence_reason.clone().unwrap_or_else(|| "node is unclean".into())));
+            let reason = node.fence_reason.clone().or_else(|| ticket.cloned()).unwrap_or_else(|| "node is unclean".into());
+            a.fence = Some((cl.options.stonith_action.clone(), reason));
             let id = p.add(a);
             fence_of.insert(n, id);
             p.fenced.push(n);
         }
     }
-    // Resources that failed with on-fail=fence fence their node.
-    for r in &cl.rscs {
-        for (&n, h) in &r.history {
-            if h.failed && h.on_fail == Some(crate::unpack::OnFail::Fence) && fencing && !fence_of.contains_key(&n) && r.managed {
-                let mut a = new_action(None, "stonith", Some(n));
-                a.optional = false;
-                a.fence = Some((cl.options.stonith_action.clone(), format!("{} failed there", r.id)));
-                let id = p.add(a);
-                fence_of.insert(n, id);
-                p.fenced.push(n);
-            }
-        }
-    }
-
     // Group and clone pseudo actions.
     for (id, r) in cl.rscs.iter().enumerate() {
         if matches!(r.kind, Kind::Group | Kind::Clone { .. }) {

@@ -159,6 +159,7 @@ impl<'c, 'a> Allocator<'c, 'a> {
                 }
             }
         }
+        self.apply_tickets(&mut tables);
         let now_s = self.cl.now.and_utc().timestamp();
         for (&id, table) in tables.iter_mut() {
             let r = &self.cl.rscs[id];
@@ -188,6 +189,45 @@ impl<'c, 'a> Allocator<'c, 'a> {
             }
         }
         self.base = tables;
+    }
+
+    /// rsc_ticket: a resource needing a ticket that is not granted (or is on standby)
+    /// loses it per loss-policy: stop and demote ban it, freeze keeps it only where it runs,
+    /// fence also fences the nodes it runs on.
+    fn apply_tickets(&mut self, tables: &mut BTreeMap<RscId, BTreeMap<NodeId, Score>>) {
+        for t in self.cl.cib.config.constraints.tickets.clone() {
+            if !is_started_role(crate::constraints::role_of(t.rsc_role.as_deref())) {
+                continue;
+            }
+            let state = self.cl.cib.status.tickets.iter().find(|s| s.id == t.ticket);
+            let granted = state.is_some_and(|s| s.granted);
+            let standby = state.is_some_and(|s| s.standby);
+            if granted && !standby {
+                continue;
+            }
+            let policy = if granted { "stop" } else { t.loss_policy.as_deref().unwrap_or("stop") };
+            let mut targets: Vec<RscId> = t.rsc.iter().flat_map(|r| self.cl.resolve_targets(r)).collect();
+            for set in &t.sets {
+                targets.extend(set.resources.iter().flat_map(|r| self.cl.resolve_targets(r)));
+            }
+            for target in targets {
+                for p in self.cl.primitives_of(target) {
+                    let running = self.cl.rscs[p].running_on.clone();
+                    if policy == "fence" {
+                        for &n in &running {
+                            self.cl.ticket_fence.entry(n).or_insert_with(|| "deadman ticket was lost".into());
+                        }
+                    }
+                    let t = tables.entry(p).or_default();
+                    for n in 0..self.cl.nodes.len() {
+                        if policy == "freeze" && running.contains(&n) {
+                            continue;
+                        }
+                        t.insert(n, Score::NEG_INF);
+                    }
+                }
+            }
+        }
     }
 
     fn location_scores(&self, loc: &cib::Location, target: RscId) -> Vec<(NodeId, Score)> {

@@ -220,6 +220,10 @@ fn render_rsc(cl: &Cluster, v: &StateView, id: RscId, depth: usize, out: &mut St
     let r = &cl.rscs[id];
     match r.kind {
         Kind::Primitive => {
+            // Orphans are shown only while something of them is active.
+            if r.orphan && v.active.get(&id).is_none_or(|a| a.is_empty()) {
+                return;
+            }
             out.push_str(&format!("{}* {}\n", indent(depth), primitive_state(cl, v, id, false)));
         }
         Kind::Group => {

@@ -189,11 +189,6 @@ pub fn revised(cl: &Cluster, p: &Plan, executed: &[ActionId]) -> StateView {
     for &n in &p.fenced {
         v.offline.insert(n);
     }
-    for (n, node) in cl.nodes.iter().enumerate() {
-        if node.shutdown && !node.unclean {
-            v.offline.insert(n);
-        }
-    }
     for (&id, ra) in &p.per_rsc {
         if !cl.rscs[id].is_primitive() {
             continue;

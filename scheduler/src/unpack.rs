@@ -170,6 +170,10 @@ pub struct Cluster<'a> {
     pub op_defaults: Vec<NvSet>,
     pub dc: Option<NodeId>,
     pub has_fencing_device: bool,
+    /// Nodes made unclean by a resource failure with on-fail=fence.
+    pub fence_for_failure: std::collections::BTreeSet<NodeId>,
+    /// Nodes to fence for reasons found while scheduling (a lost ticket with loss-policy=fence).
+    pub ticket_fence: BTreeMap<NodeId, String>,
 }
 
 /// Flatten name/value sets: higher `score` first, earlier first among equals; the
@@ -239,6 +243,8 @@ impl<'a> Cluster<'a> {
             op_defaults: cib.config.op_defaults.clone(),
             dc: None,
             has_fencing_device: false,
+            fence_for_failure: Default::default(),
+            ticket_fence: BTreeMap::new(),
         };
         cluster.unpack_nodes();
         cluster.unpack_resources();
@@ -269,7 +275,10 @@ impl<'a> Cluster<'a> {
             flatten(&nc.attrs, &ctx, &mut node.attrs);
             let state = cib.status.nodes.iter().find(|s| s.id == nc.id || (s.id.is_empty() && s.uname.as_deref() == Some(&nc.uname)));
             if let Some(st) = state {
-                flatten(&st.transient, &ctx, &mut node.attrs);
+                // Transient attributes override configured ones.
+                let mut transient = BTreeMap::new();
+                flatten(&st.transient, &ctx, &mut transient);
+                node.attrs.extend(transient);
             }
             node.attrs.insert("#uname".into(), node.name.clone());
             node.attrs.insert("#id".into(), node.id.clone());
@@ -291,10 +300,6 @@ impl<'a> Cluster<'a> {
             if let Some(s) = node.attrs.get("shutdown") {
                 node.shutdown = node.online && s != "0" && !s.is_empty();
             }
-            if node.attrs.get("terminate").is_some_and(|v| cib::is_true(v) || v.parse::<i64>().is_ok_and(|x| x > 0)) && node.online {
-                node.unclean = true;
-                node.fence_reason = Some("termination was requested".into());
-            }
             if is_dc {
                 self.dc = Some(self.nodes.len());
             }
@@ -302,6 +307,7 @@ impl<'a> Cluster<'a> {
         }
     }
 
+    /// Pacemaker's reading of a cluster node's state (SCHEDULER-NOTES section 2).
     fn decide_member_state(&self, node: &mut NodeInfo, state: Option<&cib::NodeState>, fencing: bool) {
         let Some(st) = state else {
             // Never seen: unclean with startup fencing, else just offline.
@@ -311,59 +317,59 @@ impl<'a> Cluster<'a> {
             }
             return;
         };
-        let in_ccm = st.in_ccm.as_deref().map(|v| cib::is_true(v) || v.parse::<i64>().is_ok_and(|x| x > 0));
+        let truthy = |v: &str| cib::is_true(v) || v.parse::<i64>().is_ok_and(|x| x > 0);
+        let in_ccm = st.in_ccm.as_deref().map(truthy);
+        let in_ccm_b = in_ccm.unwrap_or(false);
         let crmd_online = st.crmd.as_deref().is_some_and(|v| v == "online" || v.parse::<i64>().is_ok_and(|x| x > 0));
         let join = st.join.as_deref().unwrap_or("down");
         let expected_up = st.expected.as_deref() == Some("member");
-        let in_ccm_b = in_ccm.unwrap_or(false);
+        let mut fence = |node: &mut NodeInfo, why: &str| {
+            node.unclean = true;
+            node.fence_reason.get_or_insert_with(|| why.to_string());
+        };
+        let shutting_down = node.attrs.get("shutdown").is_some_and(|s| s != "0" && !s.is_empty());
         if !fencing {
-            if in_ccm_b && crmd_online && join == "member" {
-                node.online = true;
-            } else if in_ccm_b && !crmd_online && expected_up {
-                node.unclean = true;
-            } else if in_ccm_b && crmd_online {
-                node.online = true;
-                node.pending = true;
+            if !in_ccm_b {
+                return;
             }
-            return;
-        }
-        if in_ccm.is_none() && st.crmd.is_none() && st.join.is_none() {
-            node.unclean = true;
-            node.fence_reason = Some("peer has not been seen by the cluster".into());
-            return;
-        }
-        if join == "banned" {
-            node.unclean = true;
-            node.fence_reason = Some("peer failed Pacemaker membership criteria".into());
-            return;
-        }
-        if !expected_up && !in_ccm_b && !crmd_online {
-            return; // clean offline
-        }
-        if !expected_up {
-            if in_ccm_b && crmd_online {
-                node.online = true;
-                if join != "member" {
-                    node.pending = true;
+            if crmd_online {
+                if join == "member" {
+                    node.online = true;
                 }
-            } else if in_ccm_b {
-                // shutting down, still in membership: pending
-                node.online = true;
-                node.pending = true;
+            } else if expected_up {
+                fence(node, "peer is unexpectedly down");
             }
             return;
         }
-        if !in_ccm_b {
-            node.unclean = true;
-            node.fence_reason = Some("peer is no longer part of the cluster".into());
+        let terminate = node.attrs.get("terminate").is_some_and(|v| truthy(v));
+        if shutting_down {
+            node.online = crmd_online;
+        } else if in_ccm.is_none() {
+            fence(node, "peer has not been seen by the cluster");
+        } else if join == "nack" || join == "banned" {
+            fence(node, "peer failed Pacemaker membership criteria");
+        } else if !terminate && !expected_up {
+            if in_ccm_b || crmd_online {
+                node.online = true;
+                node.pending = true;
+            }
+        } else if terminate && join == "down" && !in_ccm_b && !crmd_online {
+            // just shot
+        } else if !in_ccm_b {
+            fence(node, "peer is no longer part of the cluster");
         } else if !crmd_online {
-            node.unclean = true;
-            node.fence_reason = Some("peer process is no longer available".into());
+            fence(node, "peer process is no longer available");
+        } else if terminate {
+            node.online = true;
+            fence(node, "termination was requested");
         } else if join == "member" {
             node.online = true;
-        } else {
+        } else if join == "pending" || join == "down" {
             node.online = true;
             node.pending = true;
+        } else {
+            node.online = true;
+            fence(node, "peer was in an unknown state");
         }
     }
 
@@ -460,10 +466,11 @@ impl<'a> Cluster<'a> {
                 id
             }
             Resource::Clone(c) => {
-                let unique = c.meta.iter().flat_map(|s| s.pairs.iter()).any(|(k, v)| k == "globally-unique" && cib::is_true(v));
-                let id = self.new_rsc(c.id.clone(), c.id.clone(), Kind::Clone { promotable: c.promotable, unique }, parent);
+                let id = self.new_rsc(c.id.clone(), c.id.clone(), Kind::Clone { promotable: c.promotable, unique: false }, parent);
                 self.apply_meta(id, &c.meta, &c.instance);
                 self.finish_meta(id);
+                let unique = self.rscs[id].meta_bool("globally-unique", false);
+                self.rscs[id].kind = Kind::Clone { promotable: c.promotable, unique };
                 let members = self.nodes.iter().filter(|n| !n.remote).count().max(1);
                 let max = self.rscs[id].meta.get("clone-max").and_then(|v| v.parse::<usize>().ok()).unwrap_or(members);
                 for i in 0..max.min(4096) {
@@ -530,6 +537,9 @@ impl<'a> Cluster<'a> {
         };
         let id = self.add_primitive(&prim, "", None);
         self.rscs[id].orphan = true;
+        if !self.options.stop_orphan_resources {
+            self.rscs[id].managed = false;
+        }
         self.top.push(id);
         id
     }
@@ -582,6 +592,10 @@ impl<'a> Cluster<'a> {
         let cib = self.cib;
         for st in &cib.status.nodes {
             let Some(node) = self.node_by_id_or_name(&st.id) else { continue };
+            // A cleanly stopped node runs nothing: its history is stale.
+            if !self.nodes[node].online && !self.nodes[node].unclean {
+                continue;
+            }
             for lrm in &st.lrm {
                 let mut ops: Vec<&cib::LrmOp> = lrm.ops.iter().filter(|o| o.operation != "notify" && o.operation != "meta-data").collect();
                 if ops.is_empty() {
@@ -649,7 +663,8 @@ impl<'a> Cluster<'a> {
             }
             let target = op.target_rc().unwrap_or(if probe { 7 } else { 0 });
             let rc = op.rc_code;
-            let status_ok = op.op_status == 0;
+            // "done" and "error" statuses are re-derived from the rc; others (timeout...) stand.
+            let status_ok = op.op_status == 0 || op.op_status == 4;
             let success = status_ok && (rc == target || (rc == 0 && target == 7 && probe) || (rc == 7 && probe) || (rc == 8 && probe));
             if op.op_status == 7 || (probe && rc == 5) {
                 // Not installed: stopped and cannot run here.
@@ -728,7 +743,13 @@ impl<'a> Cluster<'a> {
             if task == "stop" {
                 self.rscs[id].history_bans.insert(node, "__stop_fail__");
             }
-            h.failed = true;
+            if on_fail == OnFail::Fence && fencing && !self.nodes[node].unclean {
+                let why = format!("{} failed there", self.rscs[id].id);
+                self.nodes[node].unclean = true;
+                self.nodes[node].fence_reason = Some(why);
+                self.fence_for_failure.insert(node);
+            }
+            h.failed = !self.nodes[node].unclean || self.fence_for_failure.contains(&node);
             h.on_fail = Some(h.on_fail.take().map_or(on_fail.clone(), |o: OnFail| o.max(on_fail.clone())));
             match task {
                 "promote" => h.role = Role::Promoted,
