@@ -160,16 +160,11 @@ fn primitive_state(cl: &Cluster, v: &StateView, id: RscId, anonymous: bool) -> S
         state.push_str("ORPHANED ");
     }
     let mut flags: Vec<&str> = Vec::new();
+    let blocked = r.history.values().any(|h| h.failed && h.on_fail == Some(crate::unpack::OnFail::Block));
     if nodes.is_empty() {
         state.push_str("Stopped");
         if r.history.values().any(|h| h.not_installed) {
             flags.push("not installed");
-        }
-        if disabled(cl, id) {
-            flags.push("disabled");
-        }
-        if !r.managed {
-            flags.push("unmanaged");
         }
     } else {
         let word = if failed {
@@ -188,28 +183,27 @@ fn primitive_state(cl: &Cluster, v: &StateView, id: RscId, anonymous: bool) -> S
             if cl.nodes[nodes[0]].unclean && !v.offline.contains(&nodes[0]) {
                 flags.push("UNCLEAN");
             }
-        } else {
-            let names: Vec<&str> = nodes.iter().map(|&n| cl.nodes[n].name.as_str()).collect();
-            state.push_str(&format!(" [ {} ]", names.join(" ")));
         }
         if r.history.values().any(|h| h.failure_ignored) {
             flags.push("failure ignored");
         }
-        if failed && r.history.values().any(|h| h.failed && h.on_fail == Some(crate::unpack::OnFail::Block)) {
-            flags.push("blocked");
-        }
-        if disabled(cl, id) {
-            flags.push("disabled");
-        }
-        if !r.managed {
-            flags.push("unmanaged");
-        }
     }
-    let mut line = format!("{name}\t({spec}):\t {state}");
-    for f in flags {
-        line.push_str(&format!(" ({f})"));
+    if disabled(cl, id) {
+        flags.push("disabled");
     }
-    line
+    if blocked {
+        flags.push("blocked");
+    } else if !r.managed {
+        flags.push("unmanaged");
+    }
+    if !flags.is_empty() {
+        state.push_str(&format!(" ({})", flags.join(", ")));
+    }
+    if nodes.len() > 1 {
+        let names: Vec<&str> = nodes.iter().map(|&n| cl.nodes[n].name.as_str()).collect();
+        state.push_str(&format!(" [ {} ]", names.join(" ")));
+    }
+    format!("{name}\t({spec}):\t {state}")
 }
 
 fn indent(n: usize) -> String {

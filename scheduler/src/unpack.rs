@@ -753,7 +753,7 @@ impl<'a> Cluster<'a> {
             h.on_fail = Some(h.on_fail.take().map_or(on_fail.clone(), |o: OnFail| o.max(on_fail.clone())));
             match task {
                 "promote" => h.role = Role::Promoted,
-                "demote" => h.role = Role::Promoted,
+                "demote" => h.role = Role::Unpromoted,
                 "monitor" if rc == 8 => h.role = Role::Promoted,
                 "monitor" if rc == 7 && !probe => h.role = h.role.max(Role::Started),
                 _ => h.role = h.role.max(Role::Started),
