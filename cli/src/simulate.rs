@@ -55,7 +55,17 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         out.push_str(d);
         out.push('\n');
     }
-    out.push_str(&t.simulate_text());
+    let text = t.simulate_text();
+    if args.show_scores {
+        // Scores go between the current status and the transition summary.
+        let (status, rest) = text.split_at(text.find("\nTransition Summary:").unwrap_or(text.len()));
+        out.push_str(status);
+        out.push('\n');
+        out.push_str(&t.scores_text());
+        out.push_str(rest);
+    } else {
+        out.push_str(&text);
+    }
     if args.simulate {
         if let Some(d) = &date_line {
             out.push_str(d);
@@ -67,7 +77,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     if let Some(g) = &args.graph {
         std::fs::write(g, t.graph_xml()).with_context(|| format!("cannot write the graph to {g}"))?;
     }
-    let _ = (args.show_scores, args.run, args.live);
+    let _ = (args.run, args.live);
     std::io::stdout().write_all(out.as_bytes())?;
     Ok(())
 }

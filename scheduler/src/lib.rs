@@ -89,6 +89,8 @@ pub struct Transition<'a> {
     pub cluster: Cluster<'a>,
     pub plan: actions::Plan,
     pub executed: Vec<actions::ActionId>,
+    /// Each primitive's node table before colocations (shown by `-s` for group members).
+    pub base_tables: std::collections::BTreeMap<unpack::RscId, std::collections::BTreeMap<unpack::NodeId, Score>>,
 }
 
 /// Run the scheduler over a CIB at time `now`.
@@ -97,18 +99,19 @@ pub fn schedule(cib: &Cib, now: NaiveDateTime) -> Transition<'_> {
     cluster.apply_policies();
     let colocs = cluster.colocations();
     let orders = cluster.orders();
-    let clear = {
+    let (clear, base_tables) = {
         let mut alloc = allocate::Allocator::new(&mut cluster, &colocs);
         alloc.build_tables();
+        let base = alloc.base.clone();
         alloc.allocate_all();
-        alloc.clear_failcounts.clone()
+        (alloc.clear_failcounts.clone(), base)
     };
     for r in cluster.rscs.iter_mut() {
         r.next_role = if r.assigned.is_some() { r.role.max(Role::Started) } else { Role::Stopped };
     }
     let plan = actions::plan(&cluster, &orders, &clear);
     let executed = summary::executed(&plan);
-    Transition { cluster, plan, executed }
+    Transition { cluster, plan, executed, base_tables }
 }
 
 impl Cluster<'_> {
@@ -150,6 +153,43 @@ impl Transition<'_> {
         out.push_str("\nExecuting Cluster Transition:\n");
         for &a in &self.executed {
             out.push_str(&summary::action_line(cl, &self.plan, a));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Allocation scores as `crm_simulate -s` prints them, sorted as plain strings.
+    pub fn scores_text(&self) -> String {
+        let cl = &self.cluster;
+        let mut lines = Vec::new();
+        for (id, r) in cl.rscs.iter().enumerate() {
+            if r.kind == unpack::Kind::Group {
+                if let Some(base) = r.children.first().and_then(|m| self.base_tables.get(m)) {
+                    for (&n, s) in base {
+                        lines.push(format!("pcmk__group_assign: {} allocation score on {}: {}", r.id, cl.nodes[n].name, s));
+                    }
+                }
+            }
+            if !r.is_primitive() || r.orphan {
+                continue;
+            }
+            let in_group = r.parent.is_some_and(|p| cl.rscs[p].kind == unpack::Kind::Group);
+            if in_group {
+                if let Some(base) = self.base_tables.get(&id) {
+                    for (&n, s) in base {
+                        lines.push(format!("pcmk__group_assign: {} allocation score on {}: {}", r.id, cl.nodes[n].name, s));
+                    }
+                }
+            }
+            for (&n, &s) in &r.allowed {
+                let shown = if r.assigned.is_none() { Score::NEG_INF } else { s };
+                lines.push(format!("pcmk__primitive_assign: {} allocation score on {}: {}", r.id, cl.nodes[n].name, shown));
+            }
+        }
+        lines.sort();
+        let mut out = String::from("Allocation scores:\n");
+        for l in lines {
+            out.push_str(&l);
             out.push('\n');
         }
         out
