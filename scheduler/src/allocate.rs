@@ -62,16 +62,6 @@ impl Cluster<'_> {
         }
         None
     }
-
-    fn ancestors_and_self(&self, id: RscId) -> Vec<RscId> {
-        let mut v = vec![id];
-        let mut cur = self.rscs[id].parent;
-        while let Some(p) = cur {
-            v.push(p);
-            cur = self.rscs[p].parent;
-        }
-        v
-    }
 }
 
 fn is_started_role(r: Option<Role>) -> bool {

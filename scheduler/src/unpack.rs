@@ -323,7 +323,7 @@ impl<'a> Cluster<'a> {
         let crmd_online = st.crmd.as_deref().is_some_and(|v| v == "online" || v.parse::<i64>().is_ok_and(|x| x > 0));
         let join = st.join.as_deref().unwrap_or("down");
         let expected_up = st.expected.as_deref() == Some("member");
-        let mut fence = |node: &mut NodeInfo, why: &str| {
+        let fence = |node: &mut NodeInfo, why: &str| {
             node.unclean = true;
             node.fence_reason.get_or_insert_with(|| why.to_string());
         };
@@ -753,6 +753,8 @@ impl<'a> Cluster<'a> {
             h.on_fail = Some(h.on_fail.take().map_or(on_fail.clone(), |o: OnFail| o.max(on_fail.clone())));
             match task {
                 "promote" => h.role = Role::Promoted,
+                // A blocked failed demote leaves it promoted; otherwise it is no longer promoted.
+                "demote" if on_fail == OnFail::Block => h.role = Role::Promoted,
                 "demote" => h.role = Role::Unpromoted,
                 "monitor" if rc == 8 => h.role = Role::Promoted,
                 "monitor" if rc == 7 && !probe => h.role = h.role.max(Role::Started),
