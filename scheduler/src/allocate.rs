@@ -34,6 +34,8 @@ pub struct Allocator<'c, 'a> {
     pub base: BTreeMap<RscId, BTreeMap<NodeId, Score>>,
     /// Expired failures to clear: (resource, node).
     pub clear_failcounts: Vec<(RscId, NodeId)>,
+    /// Clone instances that keep their current node when it is still allowed.
+    pub preferred: BTreeMap<RscId, NodeId>,
 }
 
 impl Cluster<'_> {
@@ -70,7 +72,7 @@ fn is_started_role(r: Option<Role>) -> bool {
 
 impl<'c, 'a> Allocator<'c, 'a> {
     pub fn new(cl: &'c mut Cluster<'a>, colocs: &[Coloc]) -> Allocator<'c, 'a> {
-        let mut a = Allocator { cl, colocs: Vec::new(), base: BTreeMap::new(), clear_failcounts: Vec::new() };
+        let mut a = Allocator { cl, colocs: Vec::new(), base: BTreeMap::new(), clear_failcounts: Vec::new(), preferred: BTreeMap::new() };
         a.build_colocations(colocs);
         a
     }
@@ -325,12 +327,28 @@ impl<'c, 'a> Allocator<'c, 'a> {
         }
         self.cl.rscs[clone].allocating = true;
         let mut insts = self.cl.instances(clone);
-        // Instances already running are placed first so they keep their nodes.
-        insts.sort_by_key(|&i| {
-            let lp = self.cl.lead_primitive(i);
-            let running = lp.is_some_and(|p| !self.cl.rscs[p].running_on.is_empty());
-            !running
-        });
+        // Instances running on a node that can keep them go first and stay put; then the
+        // rest, so an instance on a lost node is the one left stopped (no reshuffling).
+        let cl = &*self.cl;
+        let home = |i: RscId| -> Option<NodeId> {
+            let lp = cl.lead_primitive(i)?;
+            let r = &cl.rscs[lp];
+            (r.running_on.len() == 1 && cl.nodes[r.running_on[0]].available()).then(|| r.running_on[0])
+        };
+        insts.sort_by_key(|&i| home(i).is_none());
+        // An instance keeps its node only within a fair share of the instances per node.
+        let available = cl.nodes.iter().filter(|n| n.available()).count().max(1);
+        let fair = insts.len().div_ceil(available);
+        let mut kept: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for &i in &insts {
+            if let (Some(n), Some(lp)) = (home(i), cl.lead_primitive(i)) {
+                let k = kept.entry(n).or_default();
+                if *k < fair {
+                    *k += 1;
+                    self.preferred.insert(lp, n);
+                }
+            }
+        }
         let node_max: usize = self.cl.rscs[clone].meta.get("clone-node-max").and_then(|v| v.parse().ok()).unwrap_or(1);
         let mut per_node: BTreeMap<NodeId, usize> = BTreeMap::new();
         for i in insts {
@@ -486,6 +504,11 @@ impl<'c, 'a> Allocator<'c, 'a> {
         let best = *cands.first()?;
         if eff(best).0 < 0 {
             return None;
+        }
+        if let Some(&n) = self.preferred.get(&id) {
+            if eff(n) == eff(best) {
+                return Some(n);
+            }
         }
         if let Some(c) = current {
             if eff(best).0 > 0 && eff(c) == eff(best) {
