@@ -65,6 +65,8 @@ pub struct Plan {
     pub orderings: Vec<Ordering>,
     pub per_rsc: BTreeMap<RscId, RscActions>,
     pub fenced: Vec<NodeId>,
+    /// Resources moving by live migration: (source, target).
+    pub migrations: BTreeMap<RscId, (NodeId, NodeId)>,
 }
 
 impl Plan {
@@ -338,6 +340,7 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], clear_failcounts: &[(RscId, NodeId)
 
     propagate(cl, &mut p);
     settle_pseudo(&mut p);
+    plan_migrations(cl, &mut p);
 
     // Recurring monitors where the resource will be active.
     for (id, r) in cl.rscs.iter().enumerate() {
@@ -381,6 +384,69 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], clear_failcounts: &[(RscId, NodeId)
         }
     }
     p
+}
+
+/// Can this move be a live migration (allow-migrate) instead of stop + start?
+fn migratable(cl: &Cluster, p: &Plan, id: RscId) -> Option<(NodeId, NodeId)> {
+    let r = &cl.rscs[id];
+    if !r.meta_bool("allow-migrate", false) || cl.clone_of(id).is_some() || r.running_on.len() != 1 {
+        return None;
+    }
+    if r.prim.as_ref().is_some_and(|p| p.class == "stonith") {
+        return None;
+    }
+    if let Some(g) = r.parent {
+        // A group migrates only if every member can.
+        if cl.rscs[g].children.iter().any(|&m| !cl.rscs[m].meta_bool("allow-migrate", false)) {
+            return None;
+        }
+    }
+    let c = r.running_on[0];
+    if r.failed_on(c) || !cl.nodes[c].online || cl.nodes[c].unclean {
+        return None;
+    }
+    let ra = p.per_rsc.get(&id)?;
+    let start = &p.actions[ra.start?];
+    let n = start.node?;
+    if n == c || start.optional || !start.runnable {
+        return None;
+    }
+    let stop = &p.actions[*ra.stops.first()?];
+    if stop.optional || !stop.runnable || stop.pseudo {
+        return None;
+    }
+    Some((c, n))
+}
+
+/// Turn qualifying moves into migrate_to (source) -> migrate_from (target) -> stop (source),
+/// with the start left as a pseudo action that the rest of the graph orders against.
+fn plan_migrations(cl: &Cluster, p: &mut Plan) {
+    for id in 0..cl.rscs.len() {
+        if !cl.rscs[id].is_primitive() {
+            continue;
+        }
+        let Some((src, dst)) = migratable(cl, p, id) else { continue };
+        let ra = p.per_rsc[&id].clone();
+        let (start, stop) = (ra.start.unwrap(), ra.stops[0]);
+        let mut to = new_action(Some(id), "migrate_to", Some(src));
+        to.optional = false;
+        to.priority = cl.rscs[id].priority;
+        let mut from = new_action(Some(id), "migrate_from", Some(dst));
+        from.optional = false;
+        from.priority = cl.rscs[id].priority;
+        let to = p.add(to);
+        let from = p.add(from);
+        // Whatever had to happen before the start must happen before the migration.
+        let befores: Vec<ActionId> = p.orderings.iter().filter(|o| o.then == start && o.first != stop).map(|o| o.first).collect();
+        for b in befores {
+            p.order(b, to, Flags::ORDER_ONLY);
+        }
+        p.order(to, from, Flags::MANDATORY);
+        p.order(from, stop, Flags::MANDATORY);
+        p.order(stop, start, Flags::ORDER_ONLY);
+        p.actions[start].pseudo = true;
+        p.migrations.insert(id, (src, dst));
+    }
 }
 
 /// For anonymous clones only one instance is probed per node: the one placed or active there,

@@ -90,7 +90,13 @@ fn resource_lines(cl: &Cluster, p: &Plan, id: RscId) -> Vec<String> {
                     }
                 }
                 Some(n) if start.runnable && !start.optional => {
-                    let word = if failed { "Recover" } else { "Move" };
+                    let word = if failed {
+                        "Recover"
+                    } else if p.migrations.contains_key(&id) {
+                        "Migrate"
+                    } else {
+                        "Move"
+                    };
                     let reason = if failed { None } else { start.reason.clone() };
                     out.push(fmt_line(word, name, &format!("{} -> {}", node_name(c), node_name(n)), reason.as_deref()));
                 }
