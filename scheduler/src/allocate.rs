@@ -483,7 +483,7 @@ impl<'c, 'a> Allocator<'c, 'a> {
 
     fn choose_node(&self, id: RscId, table: &BTreeMap<NodeId, Score>) -> Option<NodeId> {
         let r = &self.cl.rscs[id];
-        if self.cl.options.stop_all_resources || r.target_role == Some(Role::Stopped) || r.orphan {
+        if self.cl.options.stop_all_resources || r.target_role == Some(Role::Stopped) || r.orphan || r.force_stop {
             return None;
         }
         if r.parent.is_some_and(|p| self.cl.rscs[p].target_role == Some(Role::Stopped)) {

@@ -123,6 +123,23 @@ impl Cluster<'_> {
             if cannot_fence {
                 r.managed = false;
             }
+            if !r.is_primitive() {
+                continue;
+            }
+            let failed_with = |f: unpack::OnFail| r.history.values().any(|h| h.failed && h.on_fail == Some(f.clone()));
+            if failed_with(unpack::OnFail::Block) {
+                r.managed = false;
+            }
+            if failed_with(unpack::OnFail::Stop) {
+                r.force_stop = true;
+            }
+            if r.running_on.len() > 1 {
+                match r.meta.get("multiple-active").map(String::as_str) {
+                    Some("stop_only") => r.force_stop = true,
+                    Some("block") => r.managed = false,
+                    _ => {}
+                }
+            }
         }
         // Unmanaged resources stay where they are.
         let ids: Vec<usize> = (0..self.rscs.len()).collect();

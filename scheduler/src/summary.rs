@@ -118,9 +118,14 @@ fn resource_lines(cl: &Cluster, p: &Plan, id: RscId) -> Vec<String> {
         _ => {
             // Multiply active: stopped everywhere, started on the chosen node.
             if let Some(n) = start.node.filter(|_| start.runnable) {
-                let from: Vec<String> = r.running_on.iter().map(|&c| node_name(c)).collect();
-                let _ = from;
-                out.push(fmt_line("Move", name, &format!("{} -> {}", node_name(r.running_on[0]), node_name(n)), Some("due to being multiply active")));
+                let failed = r.running_on.iter().any(|&c| r.failed_on(c));
+                let reason = (r.meta.get("multiple-active").map(String::as_str) == Some("stop_unexpected")).then_some("due to being multiply active");
+                if r.running_on.contains(&n) {
+                    out.push(fmt_line(if failed { "Recover" } else { "Restart" }, name, &node_name(n), reason));
+                } else {
+                    let word = if failed { "Recover" } else { "Move" };
+                    out.push(fmt_line(word, name, &format!("{} -> {}", node_name(r.running_on[0]), node_name(n)), reason));
+                }
             } else {
                 for (i, &c) in r.running_on.iter().enumerate() {
                     let s = stops.get(i);

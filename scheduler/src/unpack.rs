@@ -128,6 +128,8 @@ pub struct Rsc {
     pub next_role: Role,
     pub allocating: bool,
     pub allocated: bool,
+    /// Must end up stopped whatever the scores say (on-fail=stop, multiple-active=stop_only).
+    pub force_stop: bool,
 }
 
 impl Rsc {
@@ -403,6 +405,7 @@ impl<'a> Cluster<'a> {
             next_role: Role::Stopped,
             allocating: false,
             allocated: false,
+            force_stop: false,
         };
         self.rscs.push(rsc);
         let id = self.rscs.len() - 1;
