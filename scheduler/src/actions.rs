@@ -108,7 +108,11 @@ impl Cluster<'_> {
             return false;
         }
         let rsc = &self.rscs[r];
-        if rsc.orphan || rsc.history.contains_key(&n) {
+        if rsc.orphan || rsc.hidden || rsc.history.contains_key(&n) {
+            return false;
+        }
+        // Remote nodes never run fencing devices or other remote connections.
+        if node.remote && (rsc.is_remote_connection() || rsc.prim.as_ref().is_some_and(|p| p.class == "stonith")) {
             return false;
         }
         // resource-discovery=never on this node, or exclusive elsewhere.

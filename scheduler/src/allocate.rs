@@ -174,6 +174,13 @@ impl<'c, 'a> Allocator<'c, 'a> {
             for &n in r.history_bans.keys() {
                 table.insert(n, Score::NEG_INF);
             }
+            if r.is_remote_connection() || r.prim.as_ref().is_some_and(|p| p.class == "stonith") {
+                for (n, node) in self.cl.nodes.iter().enumerate() {
+                    if node.remote {
+                        table.insert(n, Score::NEG_INF);
+                    }
+                }
+            }
             if r.banned_everywhere {
                 for s in table.values_mut() {
                     *s = Score::NEG_INF;
@@ -296,6 +303,21 @@ impl<'c, 'a> Allocator<'c, 'a> {
 
     pub fn allocate_all(&mut self) {
         let top = self.cl.top.clone();
+        // Remote connections first: where (and whether) they run decides their nodes' fate.
+        for &t in &top {
+            if self.cl.rscs[t].is_remote_connection() {
+                self.allocate_resource(t);
+            }
+        }
+        for n in 0..self.cl.nodes.len() {
+            if !self.cl.nodes[n].remote || self.cl.nodes[n].guest {
+                continue;
+            }
+            let conn = self.cl.nodes[n].connection.clone().and_then(|c| self.cl.rsc_by_id(&c));
+            if conn.is_some_and(|c| self.cl.rscs[c].assigned.is_none()) {
+                self.cl.nodes[n].connection_lost = true;
+            }
+        }
         for t in top {
             self.allocate_resource(t);
         }

@@ -87,6 +87,7 @@ fn render_nodes(cl: &Cluster, v: &StateView, out: &mut String) {
     let mut offline = Vec::new();
     let mut remote_online = Vec::new();
     let mut remote_offline = Vec::new();
+    let mut guest_online = Vec::new();
     let hosts_active = |n: NodeId| v.active.values().any(|nodes| nodes.contains(&n));
     for n in order {
         let node = &cl.nodes[n];
@@ -99,6 +100,8 @@ fn render_nodes(cl: &Cluster, v: &StateView, out: &mut String) {
         } else if !is_online {
             if node.standby && !node.remote {
                 out.push_str(&format!("    * Node {name}: OFFLINE (standby)\n"));
+            } else if node.guest {
+                // Guests are listed only while up.
             } else if node.remote {
                 remote_offline.push(name.clone());
             } else {
@@ -114,13 +117,15 @@ fn render_nodes(cl: &Cluster, v: &StateView, out: &mut String) {
             }
         } else if node.maintenance && !cl.options.maintenance_mode {
             out.push_str(&format!("    * Node {name}: maintenance\n"));
+        } else if node.guest {
+            guest_online.push(name.clone());
         } else if node.remote {
             remote_online.push(name.clone());
         } else {
             online.push(name.clone());
         }
     }
-    for (label, list) in [("Online", online), ("OFFLINE", offline), ("RemoteOnline", remote_online), ("RemoteOFFLINE", remote_offline)] {
+    for (label, list) in [("Online", online), ("OFFLINE", offline), ("RemoteOnline", remote_online), ("RemoteOFFLINE", remote_offline), ("GuestOnline", guest_online)] {
         if !list.is_empty() {
             out.push_str(&format!("    * {label}: [ {} ]\n", list.join(" ")));
         }
@@ -215,7 +220,7 @@ fn render_rsc(cl: &Cluster, v: &StateView, id: RscId, depth: usize, out: &mut St
     match r.kind {
         Kind::Primitive => {
             // Orphans are shown only while something of them is active.
-            if r.orphan && v.active.get(&id).is_none_or(|a| a.is_empty()) {
+            if r.hidden || (r.orphan && v.active.get(&id).is_none_or(|a| a.is_empty())) {
                 return;
             }
             out.push_str(&format!("{}* {}\n", indent(depth), primitive_state(cl, v, id, false)));

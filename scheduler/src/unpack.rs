@@ -25,18 +25,24 @@ pub struct NodeInfo {
     pub maintenance: bool,
     pub shutdown: bool,
     pub remote: bool,
+    /// A guest node (a resource's `remote-node` meta attribute) rather than a remote node.
+    pub guest: bool,
+    /// The resource whose activity makes this remote or guest node online.
+    pub connection: Option<String>,
     pub fence_reason: Option<String>,
     /// Node attributes (configured and transient) plus the `#uname`-style built-ins.
     pub attrs: BTreeMap<String, String>,
     pub health: Score,
     /// Resources assigned here in this run (placement tie-break).
     pub assigned_count: usize,
+    /// A remote node whose connection will not run after this transition.
+    pub connection_lost: bool,
 }
 
 impl NodeInfo {
     /// Can new resources be placed here?
     pub fn available(&self) -> bool {
-        self.online && !self.unclean && !self.standby && !self.pending && !self.maintenance && !self.shutdown
+        self.online && !self.unclean && !self.standby && !self.pending && !self.maintenance && !self.shutdown && !self.connection_lost
     }
 }
 
@@ -130,9 +136,16 @@ pub struct Rsc {
     pub allocated: bool,
     /// Must end up stopped whatever the scores say (on-fail=stop, multiple-active=stop_only).
     pub force_stop: bool,
+    /// Implicit (a guest node's connection): never shown, never scheduled on its own.
+    pub hidden: bool,
 }
 
 impl Rsc {
+    /// An ocf:pacemaker:remote connection (it makes a remote node).
+    pub fn is_remote_connection(&self) -> bool {
+        self.prim.as_ref().is_some_and(|p| p.class == "ocf" && p.provider.as_deref() == Some("pacemaker") && p.agent == "remote")
+    }
+
     pub fn is_primitive(&self) -> bool {
         self.kind == Kind::Primitive
     }
@@ -266,13 +279,48 @@ impl<'a> Cluster<'a> {
         self.rscs.iter().position(|r| r.id == id)
     }
 
+    /// Remote nodes (ocf:pacemaker:remote connections) and guest nodes (`remote-node` meta),
+    /// as (node name, connection resource id, guest).
+    fn implicit_remote_nodes(&self) -> Vec<(String, String, bool)> {
+        let mut out = Vec::new();
+        let ctx = RuleContext { now: Some(self.now), ..Default::default() };
+        for r in &self.cib.config.resources {
+            for p in r.primitives() {
+                if p.class == "ocf" && p.provider.as_deref() == Some("pacemaker") && p.agent == "remote" {
+                    out.push((p.id.clone(), p.id.clone(), false));
+                }
+                let mut meta = BTreeMap::new();
+                flatten(&p.meta, &ctx, &mut meta);
+                if let Some(name) = meta.get("remote-node") {
+                    out.push((name.clone(), p.id.clone(), true));
+                }
+            }
+        }
+        out
+    }
+
     fn unpack_nodes(&mut self) {
         let cib = self.cib;
         let dc_uuid = cib.attr("dc-uuid");
         let fencing = self.options.stonith_enabled;
-        for nc in &cib.config.nodes {
-            let remote = nc.node_type.as_deref() == Some("remote");
-            let mut node = NodeInfo { id: nc.id.clone(), name: nc.uname.clone(), remote, ..Default::default() };
+        let implicit = self.implicit_remote_nodes();
+        let mut configs: Vec<cib::NodeConfig> = cib.config.nodes.clone();
+        for (name, _, _) in &implicit {
+            if !configs.iter().any(|n| &n.uname == name || &n.id == name) {
+                configs.push(cib::NodeConfig { id: name.clone(), uname: name.clone(), node_type: Some("remote".into()), ..Default::default() });
+            }
+        }
+        for nc in &configs {
+            let link = implicit.iter().find(|(name, _, _)| name == &nc.uname || name == &nc.id);
+            let remote = nc.node_type.as_deref() == Some("remote") || link.is_some();
+            let mut node = NodeInfo {
+                id: nc.id.clone(),
+                name: nc.uname.clone(),
+                remote,
+                guest: link.is_some_and(|l| l.2),
+                connection: link.map(|l| l.1.clone()),
+                ..Default::default()
+            };
             let ctx = RuleContext { now: Some(self.now), ..Default::default() };
             flatten(&nc.attrs, &ctx, &mut node.attrs);
             let state = cib.status.nodes.iter().find(|s| s.id == nc.id || (s.id.is_empty() && s.uname.as_deref() == Some(&nc.uname)));
@@ -291,8 +339,7 @@ impl<'a> Cluster<'a> {
                 node.attrs.insert("#cluster-name".into(), name.clone());
             }
             if remote {
-                // Remote nodes are online when their connection resource runs; decided with the resources.
-                node.online = state.is_some_and(|s| s.attr("remote_node") .is_some() || s.in_ccm.as_deref().is_some_and(cib::is_true));
+                // Online once the connection resource is found running (decided with the history).
             } else {
                 self.decide_member_state(&mut node, state, fencing);
             }
@@ -406,6 +453,7 @@ impl<'a> Cluster<'a> {
             allocating: false,
             allocated: false,
             force_stop: false,
+            hidden: false,
         };
         self.rscs.push(rsc);
         let id = self.rscs.len() - 1;
@@ -474,7 +522,7 @@ impl<'a> Cluster<'a> {
                 self.finish_meta(id);
                 let unique = self.rscs[id].meta_bool("globally-unique", false);
                 self.rscs[id].kind = Kind::Clone { promotable: c.promotable, unique };
-                let members = self.nodes.iter().filter(|n| !n.remote).count().max(1);
+                let members = self.nodes.len().max(1);
                 let max = self.rscs[id].meta.get("clone-max").and_then(|v| v.parse::<usize>().ok()).unwrap_or(members);
                 for i in 0..max.min(4096) {
                     self.add_resource(&c.child, &format!(":{i}"), Some(id));
@@ -495,6 +543,16 @@ impl<'a> Cluster<'a> {
         let mut tops = Vec::new();
         for r in &cib.config.resources {
             tops.push(self.add_resource(r, "", None));
+        }
+        // A guest node's connection is implicit: its history belongs to a hidden resource.
+        let guests: Vec<String> = self.nodes.iter().filter(|n| n.guest).map(|n| n.name.clone()).collect();
+        for g in guests {
+            if self.rsc_by_id(&g).is_none() {
+                let prim = Primitive { id: g.clone(), class: "ocf".into(), provider: Some("pacemaker".into()), agent: "remote".into(), ..Default::default() };
+                let id = self.add_primitive(&prim, "", None);
+                self.rscs[id].hidden = true;
+                self.rscs[id].managed = false;
+            }
         }
         // Priority sorts the list once, for allocation and printing alike (stable).
         tops.sort_by_key(|&t| std::cmp::Reverse(self.rscs[t].priority));
@@ -592,11 +650,36 @@ impl<'a> Cluster<'a> {
     }
 
     fn unpack_history(&mut self) {
+        // Cluster nodes first: they tell which remote connections and guest containers run.
+        self.unpack_node_histories(false);
+        for n in 0..self.nodes.len() {
+            if !self.nodes[n].remote {
+                continue;
+            }
+            let conn = self.nodes[n].connection.clone();
+            let running = conn.and_then(|c| self.rsc_by_id(&c)).is_some_and(|r| {
+                let r = &self.rscs[r];
+                !r.running_on.is_empty() && !r.failed
+            });
+            // A guest also needs its implicit connection to be up.
+            let name = self.nodes[n].name.clone();
+            let connected = !self.nodes[n].guest || self.rsc_by_id(&name).is_some_and(|r| !self.rscs[r].running_on.is_empty());
+            self.nodes[n].online = running && connected;
+        }
+        self.unpack_node_histories(true);
+    }
+
+    fn unpack_node_histories(&mut self, remote: bool) {
         let cib = self.cib;
         for st in &cib.status.nodes {
             let Some(node) = self.node_by_id_or_name(&st.id) else { continue };
-            // A cleanly stopped node runs nothing: its history is stale.
-            if !self.nodes[node].online && !self.nodes[node].unclean {
+            if self.nodes[node].remote != remote {
+                continue;
+            }
+            // A cleanly stopped node runs nothing: its history is stale. A guest's history stays
+            // meaningful while its container is active, even if failed.
+            let container_active = self.nodes[node].connection.as_deref().and_then(|c| self.rsc_by_id(c)).is_some_and(|r| !self.rscs[r].running_on.is_empty());
+            if !self.nodes[node].online && !self.nodes[node].unclean && !container_active {
                 continue;
             }
             for lrm in &st.lrm {
@@ -611,6 +694,11 @@ impl<'a> Cluster<'a> {
                 self.rscs[id].history.insert(node, hist);
             }
         }
+        self.summarise_history();
+    }
+
+    /// Each resource's active nodes, role and failure from its per-node history.
+    fn summarise_history(&mut self) {
         for id in 0..self.rscs.len() {
             self.apply_fail_counts(id);
             let r = &mut self.rscs[id];
@@ -779,6 +867,7 @@ impl<'a> Cluster<'a> {
     }
 
     fn apply_fail_counts(&mut self, id: RscId) {
+        self.rscs[id].fail_counts.clear();
         let base = self.rscs[id].base_id.clone();
         let full = self.rscs[id].id.clone();
         for n in 0..self.nodes.len() {
