@@ -108,7 +108,11 @@ impl Cluster<'_> {
             return false;
         }
         let rsc = &self.rscs[r];
-        if rsc.orphan || rsc.hidden || rsc.history.contains_key(&n) {
+        if rsc.orphan || rsc.unscheduled || rsc.history.contains_key(&n) {
+            return false;
+        }
+        let in_bundle = rsc.parent.is_some_and(|p| self.rscs[p].kind == Kind::Bundle);
+        if node.bundle_node && !in_bundle {
             return false;
         }
         // Remote nodes never run fencing devices or other remote connections.
@@ -215,7 +219,7 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], clear_failcounts: &[(RscId, NodeId)
         }
         let mut ra = RscActions::default();
         let blocked_fail = r.history.values().any(|h| h.failed && h.on_fail == Some(crate::unpack::OnFail::Block));
-        let managed = r.managed && !blocked_fail;
+        let managed = r.managed && !blocked_fail && !r.unscheduled;
         // Probes.
         if !(cl.options.stonith_enabled && !fencing && false) {
             for n in 0..cl.nodes.len() {

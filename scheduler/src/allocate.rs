@@ -174,6 +174,12 @@ impl<'c, 'a> Allocator<'c, 'a> {
             for &n in r.history_bans.keys() {
                 table.insert(n, Score::NEG_INF);
             }
+            let in_bundle = r.parent.is_some_and(|p| self.cl.rscs[p].kind == Kind::Bundle);
+            for (n, node) in self.cl.nodes.iter().enumerate() {
+                if node.bundle_node && !in_bundle {
+                    table.insert(n, Score::NEG_INF);
+                }
+            }
             if r.is_remote_connection() || r.prim.as_ref().is_some_and(|p| p.class == "stonith") {
                 for (n, node) in self.cl.nodes.iter().enumerate() {
                     if node.remote {

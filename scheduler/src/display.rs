@@ -240,10 +240,72 @@ fn render_rsc(cl: &Cluster, v: &StateView, id: RscId, depth: usize, out: &mut St
             }
         }
         Kind::Clone { promotable, unique } => render_clone(cl, v, id, promotable, unique, depth, out),
-        Kind::Bundle => {
-            out.push_str(&format!("{}* Container bundle: {}\n", indent(depth), r.id));
-        }
+        Kind::Bundle => render_bundle(cl, v, id, depth, out),
     }
+}
+
+fn render_bundle(cl: &Cluster, v: &StateView, id: RscId, depth: usize, out: &mut String) {
+    let r = &cl.rscs[id];
+    let Some(cib::Resource::Bundle(b)) = cl.cib.config.resources.iter().find(|x| x.id() == r.id) else { return };
+    let spec = crate::unpack::BundleSpec::of(b);
+    let set = if spec.replicas > 1 { " set" } else { "" };
+    let mut flags = Vec::new();
+    if !cl.rscs[id].meta.get("is-managed").is_none_or(|v| cib::is_true(v)) {
+        flags.push("unmanaged");
+    }
+    if r.target_role == Some(Role::Stopped) {
+        flags.push("disabled");
+    }
+    let f = if flags.is_empty() { String::new() } else { format!(" ({})", flags.join(", ")) };
+    out.push_str(&format!("{}* Container bundle{set}: {} [{}]{f}:\n", indent(depth), r.id, spec.image));
+    let pad = indent(depth + 2);
+    for i in 0..spec.replicas {
+        let Some(container) = cl.rsc_by_id(&spec.container_id(&r.id, i)) else { continue };
+        let inner = b.primitive.as_ref().and_then(|p| cl.rsc_by_id(&format!("{}:{i}", p.id)));
+        let Some(inner) = inner else {
+            out.push_str(&format!("{pad}* {}\n", primitive_state(cl, v, container, false)));
+            continue;
+        };
+        let mut name = format!("{}-{i}", r.id);
+        if let Some(ip) = spec.ip(i) {
+            name.push_str(&format!(" ({ip})"));
+        }
+        let spec_str = cl.rscs[inner].prim.as_ref().map(|p| p.agent_spec()).unwrap_or_default();
+        let host = v.active.get(&container).and_then(|n| n.first().copied());
+        let inner_active = v.active.get(&inner).is_some_and(|n| !n.is_empty());
+        let role = v.role.get(&inner).copied().unwrap_or(Role::Stopped);
+        let mut state = if !inner_active {
+            "Stopped".to_string()
+        } else if v.failed.contains(&inner) {
+            if role == Role::Promoted { "FAILED Promoted".into() } else { "FAILED".into() }
+        } else if role == Role::Started && promotable_bundle(b) {
+            "Unpromoted".to_string()
+        } else {
+            role_word(role).to_string()
+        };
+        if let Some(h) = host {
+            state.push(' ');
+            state.push_str(&cl.nodes[h].name);
+        }
+        let mut rflags = Vec::new();
+        if host.is_some_and(|h| cl.nodes[h].unclean && !v.offline.contains(&h)) {
+            rflags.push("UNCLEAN");
+        }
+        if !flags.is_empty() && flags.contains(&"unmanaged") {
+            rflags.push("unmanaged");
+        }
+        if !rflags.is_empty() {
+            state.push_str(&format!(" ({})", rflags.join(", ")));
+        }
+        out.push_str(&format!("{pad}* {name}\t({spec_str}):\t {state}\n"));
+    }
+}
+
+fn promotable_bundle(b: &cib::Bundle) -> bool {
+    b.raw
+        .elements()
+        .filter(|e| matches!(e.name.as_str(), "docker" | "podman" | "rkt"))
+        .any(|e| e.attr("promoted-max").or_else(|| e.attr("masters")).and_then(|v| v.parse::<u32>().ok()).is_some_and(|m| m > 0))
 }
 
 fn render_clone(cl: &Cluster, v: &StateView, id: RscId, promotable: bool, unique: bool, depth: usize, out: &mut String) {

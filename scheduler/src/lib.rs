@@ -145,7 +145,7 @@ impl Cluster<'_> {
         let ids: Vec<usize> = (0..self.rscs.len()).collect();
         for id in ids {
             let r = &self.rscs[id];
-            if r.is_primitive() && !r.managed {
+            if r.is_primitive() && (!r.managed || r.unscheduled) {
                 let assigned = if r.running_on.len() == 1 { Some(r.running_on[0]) } else { None };
                 let r = &mut self.rscs[id];
                 r.assigned = assigned;

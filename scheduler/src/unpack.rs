@@ -35,6 +35,8 @@ pub struct NodeInfo {
     pub health: Score,
     /// Resources assigned here in this run (placement tie-break).
     pub assigned_count: usize,
+    /// A bundle replica's guest node: only that bundle's resource runs there.
+    pub bundle_node: bool,
     /// A remote node whose connection will not run after this transition.
     pub connection_lost: bool,
 }
@@ -138,6 +140,8 @@ pub struct Rsc {
     pub force_stop: bool,
     /// Implicit (a guest node's connection): never shown, never scheduled on its own.
     pub hidden: bool,
+    /// Shown but not scheduled yet (bundle internals): kept as they are.
+    pub unscheduled: bool,
 }
 
 impl Rsc {
@@ -218,6 +222,39 @@ fn parse_role(s: &str) -> Option<Role> {
     })
 }
 
+/// What a bundle's XML says about its replicas.
+pub struct BundleSpec {
+    /// docker, podman or rkt: also the container resource's agent.
+    pub runtime: String,
+    pub image: String,
+    pub replicas: usize,
+    pub ip_range_start: Option<String>,
+}
+
+impl BundleSpec {
+    pub fn of(b: &cib::Bundle) -> BundleSpec {
+        let rt = b.raw.elements().find(|e| matches!(e.name.as_str(), "docker" | "podman" | "rkt"));
+        let num = |k: &str| rt.and_then(|e| e.attr(k)).and_then(|v| v.parse::<usize>().ok());
+        let replicas = num("replicas").or_else(|| num("promoted-max")).or_else(|| num("masters")).unwrap_or(1).min(1024);
+        BundleSpec {
+            runtime: rt.map(|e| e.name.clone()).unwrap_or_else(|| "docker".into()),
+            image: rt.and_then(|e| e.attr("image")).unwrap_or("").to_string(),
+            replicas,
+            ip_range_start: b.raw.child("network").and_then(|n| n.attr("ip-range-start")).map(str::to_string),
+        }
+    }
+
+    pub fn container_id(&self, bundle: &str, i: usize) -> String {
+        format!("{bundle}-{}-{i}", self.runtime)
+    }
+
+    /// The replica's address: ip-range-start plus the replica number (IPv4).
+    pub fn ip(&self, i: usize) -> Option<String> {
+        let start: std::net::Ipv4Addr = self.ip_range_start.as_deref()?.parse().ok()?;
+        Some(std::net::Ipv4Addr::from(u32::from(start).wrapping_add(i as u32)).to_string())
+    }
+}
+
 pub fn parse_duration_s(s: &str) -> Option<i64> {
     interval_ms(s).map(|ms| (ms / 1000) as i64)
 }
@@ -295,6 +332,15 @@ impl<'a> Cluster<'a> {
                     out.push((name.clone(), p.id.clone(), true));
                 }
             }
+            // Each replica of a bundle with a primitive inside is a guest node of its container.
+            if let Resource::Bundle(b) = r {
+                let spec = BundleSpec::of(b);
+                if b.primitive.is_some() {
+                    for i in 0..spec.replicas {
+                        out.push((format!("{}-{}", b.id, i), spec.container_id(&b.id, i), true));
+                    }
+                }
+            }
         }
         out
     }
@@ -318,6 +364,7 @@ impl<'a> Cluster<'a> {
                 name: nc.uname.clone(),
                 remote,
                 guest: link.is_some_and(|l| l.2),
+                bundle_node: link.is_some_and(|l| l.2 && cib.config.resources.iter().any(|r| matches!(r, Resource::Bundle(_)) && l.1.starts_with(&format!("{}-", r.id())))),
                 connection: link.map(|l| l.1.clone()),
                 ..Default::default()
             };
@@ -454,6 +501,7 @@ impl<'a> Cluster<'a> {
             allocated: false,
             force_stop: false,
             hidden: false,
+            unscheduled: false,
         };
         self.rscs.push(rsc);
         let id = self.rscs.len() - 1;
@@ -530,9 +578,27 @@ impl<'a> Cluster<'a> {
                 id
             }
             Resource::Bundle(b) => {
+                // Bundles are shown, not yet scheduled: their containers and replicas are
+                // unpacked (so status and guest nodes are right) but left unmanaged.
                 let id = self.new_rsc(b.id.clone(), b.id.clone(), Kind::Bundle, parent);
                 self.apply_meta(id, &b.meta, &[]);
                 self.finish_meta(id);
+                let spec = BundleSpec::of(b);
+                for i in 0..spec.replicas {
+                    let container = Primitive {
+                        id: spec.container_id(&b.id, i),
+                        class: "ocf".into(),
+                        provider: Some("heartbeat".into()),
+                        agent: spec.runtime.clone(),
+                        ..Default::default()
+                    };
+                    let c = self.add_primitive(&container, "", Some(id));
+                    self.rscs[c].unscheduled = true;
+                    if let Some(p) = &b.primitive {
+                        let inner = self.add_primitive(p, &format!(":{i}"), Some(id));
+                        self.rscs[inner].unscheduled = true;
+                    }
+                }
                 id
             }
         }
@@ -551,7 +617,7 @@ impl<'a> Cluster<'a> {
                 let prim = Primitive { id: g.clone(), class: "ocf".into(), provider: Some("pacemaker".into()), agent: "remote".into(), ..Default::default() };
                 let id = self.add_primitive(&prim, "", None);
                 self.rscs[id].hidden = true;
-                self.rscs[id].managed = false;
+                self.rscs[id].unscheduled = true;
             }
         }
         // Priority sorts the list once, for allocation and printing alike (stable).
@@ -561,6 +627,14 @@ impl<'a> Cluster<'a> {
 
     /// Which resource a history entry belongs to; creates orphans for unknown ids.
     fn history_target(&mut self, lrm_id: &str, node: NodeId, lrm: &cib::LrmResource) -> RscId {
+        // On a bundle replica's node, the bundle's primitive is recorded under its bare id.
+        if self.nodes[node].bundle_node {
+            if let Some((_, i)) = self.nodes[node].name.rsplit_once('-') {
+                if let Some(id) = self.rsc_by_id(&format!("{lrm_id}:{i}")) {
+                    return id;
+                }
+            }
+        }
         if let Some(id) = self.rsc_by_id(lrm_id) {
             if self.rscs[id].is_primitive() {
                 let anon_clone_member = self.anonymous_clone_of(id).is_some();
@@ -666,7 +740,25 @@ impl<'a> Cluster<'a> {
             let connected = !self.nodes[n].guest || self.rsc_by_id(&name).is_some_and(|r| !self.rscs[r].running_on.is_empty());
             self.nodes[n].online = running && connected;
         }
+        // A guest whose container sits on an unclean host is lost with it.
+        let mut lost_guests = Vec::new();
+        for n in 0..self.nodes.len() {
+            if !self.nodes[n].guest {
+                continue;
+            }
+            let conn = self.nodes[n].connection.clone().and_then(|c| self.rsc_by_id(&c));
+            if conn.is_some_and(|c| self.rscs[c].running_on.iter().any(|&h| self.nodes[h].unclean)) {
+                self.nodes[n].online = false;
+                lost_guests.push(n);
+            }
+        }
         self.unpack_node_histories(true);
+        for r in self.rscs.iter_mut() {
+            let lost = r.history.iter().any(|(n, h)| lost_guests.contains(n) && h.role > Role::Stopped);
+            if lost {
+                r.failed = true;
+            }
+        }
     }
 
     fn unpack_node_histories(&mut self, remote: bool) {
