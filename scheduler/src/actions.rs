@@ -55,6 +55,8 @@ pub struct Ordering {
 pub struct RscActions {
     pub start: Option<ActionId>,
     pub stops: Vec<ActionId>,
+    pub promote: Option<ActionId>,
+    pub demote: Option<ActionId>,
     /// Pseudo actions of groups and clones: start, running, stop, stopped.
     pub pseudo: BTreeMap<&'static str, ActionId>,
 }
@@ -349,6 +351,7 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], clear_failcounts: &[(RscId, NodeId)
     propagate(cl, &mut p);
     settle_pseudo(&mut p);
     plan_migrations(cl, &mut p);
+    plan_role_changes(cl, &mut p);
 
     // Recurring monitors where the resource will be active.
     for (id, r) in cl.rscs.iter().enumerate() {
@@ -363,14 +366,18 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], clear_failcounts: &[(RscId, NodeId)
             continue;
         }
         let role = if r.next_role > Role::Stopped { r.next_role } else { Role::Started };
+        let role_change = ra.promote.or(ra.demote).filter(|&a| p.actions[a].runnable);
         for iv in cl.recurring_monitors(id, role) {
-            let have = r.history.get(&n).is_some_and(|h| h.recurring.contains_key(&iv));
-            if !start.optional || !have {
+            let have = r.history.get(&n).is_some_and(|h| h.recurring.contains_key(&iv)) && r.running_on.contains(&n);
+            if !start.optional || !have || role_change.is_some() && !have {
                 let mut a = new_action(Some(id), "monitor", Some(n));
                 a.interval_ms = iv;
                 a.optional = false;
                 let m = p.add(a);
                 p.order(s, m, Flags::MANDATORY);
+                if let Some(rc) = role_change {
+                    p.order(rc, m, Flags::MANDATORY);
+                }
             }
         }
     }
@@ -392,6 +399,87 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], clear_failcounts: &[(RscId, NodeId)
         }
     }
     p
+}
+
+/// Promote and demote actions for instances of promotable clones, around their starts and stops.
+fn plan_role_changes(cl: &Cluster, p: &mut Plan) {
+    let mut clone_pseudo: BTreeMap<RscId, [ActionId; 4]> = BTreeMap::new();
+    for id in 0..cl.rscs.len() {
+        let r = &cl.rscs[id];
+        if !r.is_primitive() || !r.managed || r.unscheduled {
+            continue;
+        }
+        let Some(clone) = cl.clone_of(id) else { continue };
+        if !matches!(cl.rscs[clone].kind, Kind::Clone { promotable: true, .. }) {
+            continue;
+        }
+        let Some(ra) = p.per_rsc.get(&id).cloned() else { continue };
+        let Some(start) = ra.start else { continue };
+        let cur = if r.running_on.len() == 1 { Some(r.running_on[0]) } else { None };
+        let stop_here = ra.stops.iter().copied().find(|&s| p.actions[s].node == cur && !p.actions[s].optional);
+        let pseudo = *clone_pseudo.entry(clone).or_insert_with(|| {
+            let mut ids = [0; 4];
+            for (k, task) in ["promote", "promoted", "demote", "demoted"].iter().enumerate() {
+                let mut a = new_action(Some(clone), task, None);
+                a.pseudo = true;
+                a.optional = true;
+                ids[k] = p.add(a);
+            }
+            p.order(ids[0], ids[1], Flags::ORDER_ONLY);
+            p.order(ids[2], ids[3], Flags::ORDER_ONLY);
+            p.order(ids[3], ids[0], Flags::ORDER_ONLY);
+            ids
+        });
+        let mut ra2 = ra.clone();
+        if let Some(c) = cur {
+            let demote = r.role == Role::Promoted && (stop_here.is_some() || r.next_role != Role::Promoted || r.assigned != Some(c));
+            if demote {
+                let mut a = new_action(Some(id), "demote", Some(c));
+                a.optional = false;
+                a.priority = r.priority;
+                a.runnable = !cl.nodes[c].unclean;
+                if let Some(st) = stop_here {
+                    a.pseudo = p.actions[st].pseudo;
+                }
+                let d = p.add(a);
+                if let Some(st) = stop_here {
+                    p.order(d, st, Flags::ORDER_ONLY);
+                }
+                p.order(pseudo[2], d, Flags::ORDER_ONLY);
+                p.order(d, pseudo[3], Flags::ORDER_ONLY);
+                p.actions[pseudo[2]].optional = false;
+                p.actions[pseudo[3]].optional = false;
+                ra2.demote = Some(d);
+            }
+        }
+        if let Some(n) = r.assigned {
+            let sa = p.actions[start].clone();
+            let restarted = !sa.optional;
+            let promote = r.next_role == Role::Promoted && sa.runnable && (restarted || r.role != Role::Promoted || cur != Some(n));
+            if promote {
+                let mut a = new_action(Some(id), "promote", Some(n));
+                a.optional = false;
+                a.priority = r.priority;
+                let pr = p.add(a);
+                if restarted {
+                    p.order(start, pr, Flags::MANDATORY);
+                }
+                p.order(pseudo[0], pr, Flags::ORDER_ONLY);
+                p.order(pr, pseudo[1], Flags::ORDER_ONLY);
+                p.actions[pseudo[0]].optional = false;
+                p.actions[pseudo[1]].optional = false;
+                ra2.promote = Some(pr);
+            }
+        }
+        p.per_rsc.insert(id, ra2);
+    }
+    // Clones' starts come before promotions, demotions before their stops.
+    for (&clone, ids) in &clone_pseudo {
+        if let Some(cp) = p.per_rsc.get(&clone).cloned() {
+            p.order(cp.pseudo["running"], ids[0], Flags::ORDER_ONLY);
+            p.order(ids[3], cp.pseudo["stop"], Flags::ORDER_ONLY);
+        }
+    }
 }
 
 /// Can this move be a live migration (allow-migrate) instead of stop + start?

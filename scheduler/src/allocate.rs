@@ -25,6 +25,17 @@ pub enum Primary {
     Prim(RscId),
     /// Every placed instance of a clone.
     CloneSet(RscId),
+    /// The placed instances of a promotable clone that will have this role.
+    CloneRole(RscId, Role),
+}
+
+/// A colocation that constrains which instances of a promotable clone get promoted.
+#[derive(Debug, Clone)]
+pub struct PromotionColoc {
+    pub clone: RscId,
+    pub primary: Primary,
+    pub score: Score,
+    pub node_attribute: String,
 }
 
 pub struct Allocator<'c, 'a> {
@@ -36,6 +47,7 @@ pub struct Allocator<'c, 'a> {
     pub clear_failcounts: Vec<(RscId, NodeId)>,
     /// Clone instances that keep their current node when it is still allowed.
     pub preferred: BTreeMap<RscId, NodeId>,
+    pub promotion_colocs: Vec<PromotionColoc>,
 }
 
 impl Cluster<'_> {
@@ -72,7 +84,7 @@ fn is_started_role(r: Option<Role>) -> bool {
 
 impl<'c, 'a> Allocator<'c, 'a> {
     pub fn new(cl: &'c mut Cluster<'a>, colocs: &[Coloc]) -> Allocator<'c, 'a> {
-        let mut a = Allocator { cl, colocs: Vec::new(), base: BTreeMap::new(), clear_failcounts: Vec::new(), preferred: BTreeMap::new() };
+        let mut a = Allocator { cl, colocs: Vec::new(), base: BTreeMap::new(), clear_failcounts: Vec::new(), preferred: BTreeMap::new(), promotion_colocs: Vec::new() };
         a.build_colocations(colocs);
         a
     }
@@ -95,17 +107,32 @@ impl<'c, 'a> Allocator<'c, 'a> {
             }
         }
         for c in colocs {
-            // Role-specific colocations only matter for promotable clones (not scheduled yet).
-            if !is_started_role(c.dependent_role) || !is_started_role(c.primary_role) {
-                continue;
-            }
             let primary = match cl.rscs[c.primary].kind {
+                Kind::Clone { promotable: true, .. } if matches!(c.primary_role, Some(Role::Promoted) | Some(Role::Unpromoted)) => {
+                    Primary::CloneRole(c.primary, c.primary_role.unwrap())
+                }
+                _ if !is_started_role(c.primary_role) => continue,
                 Kind::Clone { .. } => Primary::CloneSet(c.primary),
                 _ => match cl.lead_primitive(c.primary) {
                     Some(p) => Primary::Prim(p),
                     None => continue,
                 },
             };
+            // A promotable clone's promoted role following something: decides promotion only.
+            if c.dependent_role == Some(Role::Promoted) {
+                if let Kind::Clone { promotable: true, .. } = cl.rscs[c.dependent].kind {
+                    self.promotion_colocs.push(PromotionColoc {
+                        clone: c.dependent,
+                        primary,
+                        score: c.score,
+                        node_attribute: c.node_attribute.clone(),
+                    });
+                }
+                continue;
+            }
+            if !is_started_role(c.dependent_role) {
+                continue;
+            }
             let dependents: Vec<RscId> = match cl.rscs[c.dependent].kind {
                 Kind::Clone { .. } => cl.instances(c.dependent).into_iter().filter_map(|i| cl.lead_primitive(i)).collect(),
                 _ => cl.lead_primitive(c.dependent).into_iter().collect(),
@@ -298,12 +325,27 @@ impl<'c, 'a> Allocator<'c, 'a> {
                 }
                 v.into_iter().collect()
             }
+            Primary::CloneRole(c, role) => {
+                let mut v: BTreeSet<NodeId> = BTreeSet::new();
+                for i in self.cl.instances(c) {
+                    for p in self.cl.primitives_of(i) {
+                        let r = &self.cl.rscs[p];
+                        let promoted = r.next_role == Role::Promoted;
+                        if let Some(n) = r.assigned {
+                            if promoted == (role == Role::Promoted) {
+                                v.insert(n);
+                            }
+                        }
+                    }
+                }
+                v.into_iter().collect()
+            }
         }
     }
 
     fn primary_priority(&self, p: Primary) -> i64 {
         match p {
-            Primary::Prim(id) | Primary::CloneSet(id) => self.cl.rscs[id].priority,
+            Primary::Prim(id) | Primary::CloneSet(id) | Primary::CloneRole(id, _) => self.cl.rscs[id].priority,
         }
     }
 
@@ -345,7 +387,7 @@ impl<'c, 'a> Allocator<'c, 'a> {
     fn allocate_primary(&mut self, p: Primary) {
         match p {
             Primary::Prim(id) => self.allocate_primitive(id),
-            Primary::CloneSet(c) => self.allocate_clone(c),
+            Primary::CloneSet(c) | Primary::CloneRole(c, _) => self.allocate_clone(c),
         }
     }
 
@@ -398,8 +440,157 @@ impl<'c, 'a> Allocator<'c, 'a> {
                 *per_node.entry(n).or_default() += 1;
             }
         }
+        if let Kind::Clone { promotable: true, .. } = self.cl.rscs[clone].kind {
+            self.assign_promotion(clone);
+        }
         self.cl.rscs[clone].allocating = false;
         self.cl.rscs[clone].allocated = true;
+    }
+
+    /// Score of one instance for promotion on its node: the agent's promotion attribute
+    /// (`master-<id>`; -1 when unset), plus location constraints for the Promoted role.
+    fn instance_promotion_score(&self, clone: RscId, inst: RscId, n: NodeId) -> Score {
+        let node = &self.cl.nodes[n];
+        let prims = self.cl.primitives_of(inst);
+        let mut s = None;
+        for &p in &prims {
+            let r = &self.cl.rscs[p];
+            for key in [format!("master-{}", r.id), format!("master-{}", r.base_id)] {
+                if let Some(v) = node.attrs.get(&key).and_then(|v| Score::parse(v)) {
+                    s = Some(s.map_or(v, |x: Score| x.add(v)));
+                    break;
+                }
+            }
+        }
+        let mut score = s.unwrap_or(Score(-1));
+        // An instance already promoted here keeps its role as strongly as it keeps its node.
+        for &p in &prims {
+            let r = &self.cl.rscs[p];
+            if r.role == Role::Promoted && r.running_on == [n] && r.managed {
+                score = score.add(r.stickiness);
+                break;
+            }
+        }
+        // A ticket the Promoted role depends on, if not granted, forbids promotion.
+        for t in &self.cl.cib.config.constraints.tickets {
+            if crate::constraints::role_of(t.rsc_role.as_deref()) != Some(Role::Promoted) {
+                continue;
+            }
+            let state = self.cl.cib.status.tickets.iter().find(|s| s.id == t.ticket);
+            if state.is_some_and(|s| s.granted && !s.standby) {
+                continue;
+            }
+            let mut names: Vec<&str> = t.rsc.iter().map(String::as_str).collect();
+            names.extend(t.sets.iter().flat_map(|s| s.resources.iter().map(String::as_str)));
+            // loss-policy=freeze keeps what is promoted now and promotes nothing new.
+            let granted = state.is_some_and(|s| s.granted);
+            let freeze = !granted && t.loss_policy.as_deref() == Some("freeze");
+            let promoted_now = prims.iter().any(|&p| self.cl.rscs[p].role == Role::Promoted && self.cl.rscs[p].running_on == [n]);
+            if names.iter().any(|x| self.cl.resolve_targets(x).contains(&clone)) && !(freeze && promoted_now) {
+                score = Score::NEG_INF;
+            }
+        }
+        let targets: BTreeSet<RscId> = std::iter::once(clone).chain(std::iter::once(inst)).chain(prims.iter().copied()).collect();
+        for loc in &self.cl.cib.config.constraints.locations {
+            let hits = self.cl.location_targets(loc).iter().any(|t| targets.contains(t) || self.cl.rscs[*t].base_id == self.cl.rscs[inst].base_id);
+            if !hits {
+                continue;
+            }
+            let loc_promoted = crate::constraints::role_of(loc.role.as_deref()) == Some(Role::Promoted);
+            if let Some(nn) = &loc.node {
+                if loc_promoted && nn == &node.name {
+                    score = score.add(loc.score.as_deref().and_then(Score::parse).unwrap_or(Score::ZERO));
+                }
+                continue;
+            }
+            for rule in &loc.rules {
+                let rule_promoted = loc_promoted || crate::constraints::role_of(rule.role.as_deref()) == Some(Role::Promoted);
+                if !rule_promoted {
+                    continue;
+                }
+                let ctx = RuleContext { node_attrs: Some(&node.attrs), now: Some(self.cl.now), ..Default::default() };
+                if rules::evaluate(rule, &ctx) {
+                    let v = match &rule.score_attribute {
+                        Some(a) => node.attrs.get(a).and_then(|v| Score::parse(v)).unwrap_or(Score::ZERO),
+                        None => rule.score.as_deref().and_then(Score::parse).unwrap_or(Score::ZERO),
+                    };
+                    score = score.add(v);
+                }
+            }
+        }
+        score
+    }
+
+    /// Choose which placed instances of a promotable clone are promoted (SCHEDULER-NOTES 5,
+    /// promotable section): per-instance scores, summed per node over the non-negative ones,
+    /// best first, within promoted-max and promoted-node-max.
+    fn assign_promotion(&mut self, clone: RscId) {
+        let meta = |k: &str, old: &str| {
+            let m = &self.cl.rscs[clone].meta;
+            m.get(k).or_else(|| m.get(old)).and_then(|v| v.parse::<usize>().ok()).unwrap_or(1)
+        };
+        let (max, node_max) = (meta("promoted-max", "master-max"), meta("promoted-node-max", "master-node-max"));
+        for pc in self.promotion_colocs.clone() {
+            if pc.clone == clone {
+                self.allocate_primary(pc.primary);
+            }
+        }
+        let placed: Vec<(RscId, NodeId)> = self
+            .cl
+            .instances(clone)
+            .into_iter()
+            .filter_map(|i| self.cl.lead_primitive(i).and_then(|lp| self.cl.rscs[lp].assigned).map(|n| (i, n)))
+            .collect();
+        let mut scores: BTreeMap<RscId, Score> = BTreeMap::new();
+        for &(i, n) in &placed {
+            let mut s = self.instance_promotion_score(clone, i, n);
+            for pc in self.promotion_colocs.iter().filter(|pc| pc.clone == clone) {
+                let pnodes = self.primary_nodes(pc.primary);
+                let want = self.node_attr(n, &pc.node_attribute);
+                let matches = pnodes.iter().any(|&m| self.node_attr(m, &pc.node_attribute) == want);
+                if pc.score.is_inf() {
+                    if !matches {
+                        s = Score::NEG_INF;
+                    }
+                } else if pc.score.is_neg_inf() {
+                    if matches {
+                        s = Score::NEG_INF;
+                    }
+                } else if matches {
+                    s = s.add(pc.score);
+                }
+            }
+            scores.insert(i, s);
+        }
+        let mut per_node: BTreeMap<NodeId, Score> = BTreeMap::new();
+        for &(i, n) in &placed {
+            if scores[&i].0 >= 0 {
+                let e = per_node.entry(n).or_insert(Score::ZERO);
+                *e = e.add(scores[&i]);
+            }
+        }
+        let final_score = |i: RscId, n: NodeId| if scores[&i].0 >= 0 { per_node[&n] } else { scores[&i] };
+        let currently_promoted = |i: RscId| self.cl.primitives_of(i).iter().any(|&p| self.cl.rscs[p].role == Role::Promoted);
+        let mut order: Vec<(RscId, NodeId)> = placed.clone();
+        order.sort_by(|a, b| final_score(b.0, b.1).cmp(&final_score(a.0, a.1)).then(currently_promoted(b.0).cmp(&currently_promoted(a.0))));
+        let mut promoted = 0;
+        let mut on_node: BTreeMap<NodeId, usize> = BTreeMap::new();
+        let mut decided: Vec<(RscId, Role)> = Vec::new();
+        for (i, n) in order {
+            let ok = final_score(i, n).0 >= 0 && promoted < max && on_node.get(&n).copied().unwrap_or(0) < node_max;
+            if ok {
+                promoted += 1;
+                *on_node.entry(n).or_default() += 1;
+            }
+            decided.push((i, if ok { Role::Promoted } else { Role::Unpromoted }));
+        }
+        for (i, role) in decided {
+            for p in self.cl.primitives_of(i) {
+                let r = &mut self.cl.rscs[p];
+                // Unmanaged instances keep whatever role they have.
+                r.next_role = if !r.managed || r.unscheduled { r.role.max(Role::Unpromoted) } else { role };
+            }
+        }
     }
 
     pub fn allocate_primitive(&mut self, id: RscId) {

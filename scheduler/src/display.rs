@@ -211,6 +211,19 @@ fn primitive_state(cl: &Cluster, v: &StateView, id: RscId, anonymous: bool) -> S
     format!("{name}\t({spec}):\t {state}")
 }
 
+/// "D of N resource instances DISABLED and B BLOCKED from further action due to failure",
+/// printed above the status when anything is disabled or blocked.
+pub fn disabled_blocked_line(cl: &Cluster) -> Option<String> {
+    let prims: Vec<RscId> = (0..cl.rscs.len()).filter(|&i| cl.rscs[i].is_primitive() && !cl.rscs[i].hidden && !cl.rscs[i].orphan).collect();
+    let disabled_n = prims.iter().filter(|&&i| disabled(cl, i)).count();
+    let blocked_n = prims
+        .iter()
+        .filter(|&&i| cl.rscs[i].history.values().any(|h| h.failed && h.on_fail == Some(crate::unpack::OnFail::Block)))
+        .count();
+    (disabled_n > 0 || blocked_n > 0)
+        .then(|| format!("{disabled_n} of {} resource instances DISABLED and {blocked_n} BLOCKED from further action due to failure", prims.len()))
+}
+
 fn indent(n: usize) -> String {
     " ".repeat(n)
 }

@@ -107,7 +107,13 @@ pub fn schedule(cib: &Cib, now: NaiveDateTime) -> Transition<'_> {
         (alloc.clear_failcounts.clone(), base)
     };
     for r in cluster.rscs.iter_mut() {
-        r.next_role = if r.assigned.is_some() { r.role.max(Role::Started) } else { Role::Stopped };
+        // Promotable instances got their role from the promotion step.
+        r.next_role = match (r.assigned, r.next_role) {
+            (None, _) => Role::Stopped,
+            (Some(_), Role::Promoted | Role::Unpromoted) => r.next_role,
+            (Some(_), _) if !r.managed || r.unscheduled => r.role.max(Role::Started),
+            (Some(_), _) => Role::Started,
+        };
     }
     let plan = actions::plan(&cluster, &orders, &clear);
     let executed = summary::executed(&plan);
@@ -160,6 +166,10 @@ impl Transition<'_> {
     pub fn simulate_text(&self) -> String {
         let cl = &self.cluster;
         let mut out = String::new();
+        if let Some(line) = display::disabled_blocked_line(cl) {
+            out.push_str(&line);
+            out.push_str("\n\n");
+        }
         out.push_str("Current cluster status:\n");
         display::render(cl, &display::StateView::current(cl), &mut out);
         out.push_str("\nTransition Summary:\n");

@@ -67,6 +67,9 @@ fn resource_lines(cl: &Cluster, p: &Plan, id: RscId) -> Vec<String> {
     let name = &r.id;
     let node_name = |n: usize| cl.nodes[n].name.clone();
     let stops: Vec<&crate::actions::Action> = ra.stops.iter().map(|&s| &p.actions[s]).collect();
+    if cl.clone_of(id).is_some_and(|c| matches!(cl.rscs[c].kind, Kind::Clone { promotable: true, .. })) && r.running_on.len() <= 1 {
+        return promotable_lines(cl, p, id);
+    }
     let mut out = Vec::new();
     match r.running_on.len() {
         0 => {
@@ -132,6 +135,66 @@ fn resource_lines(cl: &Cluster, p: &Plan, id: RscId) -> Vec<String> {
                     let runnable = s.is_none_or(|s| s.runnable);
                     out.push(fmt_line("Stop", name, &node_name(c), reason_text(Some(&"due to node availability".to_string()), runnable).as_deref()));
                 }
+            }
+        }
+    }
+    out
+}
+
+fn role_word(r: Role) -> &'static str {
+    if r == Role::Promoted { "Promoted" } else { "Unpromoted" }
+}
+
+/// Summary lines of one instance of a promotable clone: role changes name both roles.
+fn promotable_lines(cl: &Cluster, p: &Plan, id: RscId) -> Vec<String> {
+    let r = &cl.rscs[id];
+    let ra = &p.per_rsc[&id];
+    let Some(start_id) = ra.start else { return vec![] };
+    let start = &p.actions[start_id];
+    let name = &r.id;
+    let node_name = |n: usize| cl.nodes[n].name.clone();
+    let promote = ra.promote.map(|a| &p.actions[a]);
+    let demote = ra.demote.map(|a| &p.actions[a]);
+    let mut out = Vec::new();
+    let Some(&c) = r.running_on.first() else {
+        if let (false, Some(n)) = (start.optional, start.node) {
+            let reason = reason_text(start.reason.as_ref(), start.runnable);
+            if promote.is_some() {
+                out.push(fmt_line("Promote", name, &format!("Stopped -> Promoted {}", node_name(n)), reason.as_deref()));
+            } else {
+                out.push(fmt_line("Start", name, &node_name(n), reason.as_deref()));
+            }
+        }
+        return out;
+    };
+    let cur = role_word(r.role);
+    let stop = ra.stops.first().map(|&s| &p.actions[s]).filter(|s| !s.optional);
+    let failed = r.failed_on(c);
+    match (stop, start.node) {
+        (Some(_), Some(n)) if n == c && start.runnable => {
+            let word = if failed { "Recover" } else if r.role == Role::Promoted && r.next_role == Role::Promoted { "Re-promote" } else { "Restart" };
+            let reason = if failed { None } else { start.reason.clone() };
+            out.push(fmt_line(word, name, &format!("{cur} {}", node_name(c)), reason.as_deref()));
+        }
+        (Some(_), Some(n)) if start.runnable && !start.optional => {
+            let word = if failed { "Recover" } else { "Move" };
+            out.push(fmt_line(word, name, &format!("{} -> {} {}", node_name(c), node_name(n), role_word(r.next_role)), start.reason.as_deref()));
+        }
+        (Some(s), _) => {
+            let reason = if !s.runnable {
+                reason_text(s.reason.as_ref(), false)
+            } else if start.node.is_some() {
+                reason_text(start.reason.as_ref(), true)
+            } else {
+                Some(s.reason.clone().unwrap_or_else(|| "due to node availability".into()))
+            };
+            out.push(fmt_line("Stop", name, &format!("{cur} {}", node_name(c)), reason.as_deref()));
+        }
+        (None, _) => {
+            if let Some(a) = promote {
+                out.push(fmt_line("Promote", name, &format!("Unpromoted -> Promoted {}", node_name(c)), reason_text(a.reason.as_ref(), a.runnable).as_deref()));
+            } else if let Some(a) = demote {
+                out.push(fmt_line("Demote", name, &format!("Promoted -> Unpromoted {}", node_name(c)), reason_text(a.reason.as_ref(), a.runnable).as_deref()));
             }
         }
     }
@@ -223,6 +286,13 @@ pub fn revised(cl: &Cluster, p: &Plan, executed: &[ActionId]) -> StateView {
                     v.role.insert(id, role);
                 }
             }
+        }
+        if let Some(a) = ra.promote.filter(|a| done.contains(a)) {
+            let _ = a;
+            v.role.insert(id, Role::Promoted);
+        }
+        if ra.demote.is_some_and(|a| done.contains(&a)) && ra.promote.is_none_or(|a| !done.contains(&a)) {
+            v.role.insert(id, if nodes.is_empty() { Role::Stopped } else { Role::Unpromoted });
         }
         if recovered || nodes.is_empty() {
             v.failed.remove(&id);
