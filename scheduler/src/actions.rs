@@ -35,12 +35,15 @@ pub struct Flags {
     pub implies_first: bool,
     /// first unrunnable => then unrunnable
     pub runnable_left: bool,
+    /// first required => then's resource restarts (symmetrical mandatory orders, group chains)
+    pub restart: bool,
 }
 
 impl Flags {
-    pub const ORDER_ONLY: Flags = Flags { implies_then: false, implies_first: false, runnable_left: false };
-    pub const MANDATORY: Flags = Flags { implies_then: true, implies_first: false, runnable_left: true };
-    pub const MANDATORY_STOP: Flags = Flags { implies_then: false, implies_first: true, runnable_left: true };
+    pub const ORDER_ONLY: Flags = Flags { implies_then: false, implies_first: false, runnable_left: false, restart: false };
+    pub const MANDATORY: Flags = Flags { implies_then: true, implies_first: false, runnable_left: true, restart: false };
+    pub const MANDATORY_RESTART: Flags = Flags { implies_then: true, implies_first: false, runnable_left: true, restart: true };
+    pub const MANDATORY_STOP: Flags = Flags { implies_then: false, implies_first: true, runnable_left: true, restart: false };
 }
 
 #[derive(Debug, Clone)]
@@ -254,6 +257,7 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], clear_failcounts: &[(RscId, NodeId)
         for &c in &r.running_on {
             let mut stop = new_action(Some(id), "stop", Some(c));
             stop.priority = r.priority;
+            stop.reason = r.stop_reason.map(str::to_string);
             let must = next != Some(c) || r.failed_on(c) || r.running_on.len() > 1;
             stop.optional = !must;
             if let Some(&f) = fence_of.get(&c) {
@@ -270,7 +274,7 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], clear_failcounts: &[(RscId, NodeId)
             }
         }
         for &s in &ra.stops {
-            p.order(s, start_id, Flags { implies_then: true, implies_first: false, runnable_left: false });
+            p.order(s, start_id, Flags { implies_then: true, implies_first: false, runnable_left: false, restart: false });
         }
         p.per_rsc.insert(id, ra);
     }
@@ -285,17 +289,17 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], clear_failcounts: &[(RscId, NodeId)
         for (i, &m) in members.iter().enumerate() {
             let ma = p.per_rsc[&m].clone();
             if let Some(s) = ma.start {
-                p.order(g.pseudo["start"], s, Flags { implies_then: false, implies_first: true, runnable_left: true });
-                p.order(s, g.pseudo["running"], Flags { implies_then: true, implies_first: false, runnable_left: false });
+                p.order(g.pseudo["start"], s, Flags { implies_then: false, implies_first: true, runnable_left: true, restart: false });
+                p.order(s, g.pseudo["running"], Flags { implies_then: true, implies_first: false, runnable_left: false, restart: false });
                 if i + 1 < members.len() {
                     if let Some(ns) = p.per_rsc[&members[i + 1]].start {
-                        p.order(s, ns, Flags::MANDATORY);
+                        p.order(s, ns, Flags::MANDATORY_RESTART);
                     }
                 }
             }
             for &st in &ma.stops {
-                p.order(g.pseudo["stop"], st, Flags { implies_then: false, implies_first: true, runnable_left: false });
-                p.order(st, g.pseudo["stopped"], Flags { implies_then: true, implies_first: false, runnable_left: false });
+                p.order(g.pseudo["stop"], st, Flags { implies_then: false, implies_first: true, runnable_left: false, restart: false });
+                p.order(st, g.pseudo["stopped"], Flags { implies_then: true, implies_first: false, runnable_left: false, restart: false });
                 if i > 0 {
                     for &ps in &p.per_rsc[&members[i - 1]].stops.clone() {
                         p.order(st, ps, Flags::MANDATORY_STOP);
@@ -317,16 +321,16 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], clear_failcounts: &[(RscId, NodeId)
                 _ => (ia.start, ia.start, ia.stops.clone(), ia.stops.clone()),
             };
             if let Some(s) = istart {
-                p.order(c.pseudo["start"], s, Flags { implies_then: false, implies_first: true, runnable_left: true });
+                p.order(c.pseudo["start"], s, Flags { implies_then: false, implies_first: true, runnable_left: true, restart: false });
             }
             if let Some(s) = irunning {
-                p.order(s, c.pseudo["running"], Flags { implies_then: true, implies_first: false, runnable_left: false });
+                p.order(s, c.pseudo["running"], Flags { implies_then: true, implies_first: false, runnable_left: false, restart: false });
             }
             for s in istop {
-                p.order(c.pseudo["stop"], s, Flags { implies_then: false, implies_first: true, runnable_left: false });
+                p.order(c.pseudo["stop"], s, Flags { implies_then: false, implies_first: true, runnable_left: false, restart: false });
             }
             for s in istopped {
-                p.order(s, c.pseudo["stopped"], Flags { implies_then: true, implies_first: false, runnable_left: false });
+                p.order(s, c.pseudo["stopped"], Flags { implies_then: true, implies_first: false, runnable_left: false, restart: false });
             }
         }
     }
@@ -338,6 +342,7 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], clear_failcounts: &[(RscId, NodeId)
         let stopping = o.then_action == "stop" || o.then_action == "demote";
         let flags = match o.kind {
             OrderKind::Mandatory if stopping => Flags::MANDATORY_STOP,
+            OrderKind::Mandatory if o.symmetrical => Flags::MANDATORY_RESTART,
             OrderKind::Mandatory => Flags::MANDATORY,
             _ => Flags::ORDER_ONLY,
         };
@@ -632,29 +637,31 @@ fn propagate(cl: &Cluster, p: &mut Plan) {
                 }
                 changed = true;
             }
-            if o.flags.implies_first && !t.optional && f.optional && f.node.is_some_or_pseudo(&f) {
-                p.actions[o.first].optional = false;
-                changed = true;
-            }
-        }
-        // A required start where the resource is already active means a restart: its stop is required too.
-        for ra in p.per_rsc.values() {
-            if let Some(s) = ra.start {
-                let (s_optional, s_runnable, s_reason) = (p.actions[s].optional, p.actions[s].runnable, p.actions[s].reason.clone());
-                if !s_optional && s_runnable {
-                    for &st in &ra.stops {
+            if o.flags.restart && !f.optional && f.runnable && t.task == "start" {
+                // The "then" resource restarts where it runs: its stops become required.
+                if let Some(r) = t.rsc {
+                    let stops = p.per_rsc.get(&r).map(|ra| ra.stops.clone()).unwrap_or_default();
+                    let reason = p.actions[o.then].reason.clone();
+                    for st in stops {
                         if p.actions[st].optional {
-                            let reason = s_reason.clone();
                             p.actions[st].optional = false;
                             if p.actions[st].reason.is_none() {
-                                p.actions[st].reason = reason;
+                                p.actions[st].reason = reason.clone();
                             }
                             changed = true;
                         }
                     }
                 }
             }
+            if o.flags.implies_first && !t.optional && f.optional && f.node.is_some_or_pseudo(&f) {
+                p.actions[o.first].optional = false;
+                changed = true;
+            }
         }
+        // A required start of a resource that stays where it runs is a restart only when its
+        // stop is required too; that comes from the stop orderings (symmetrical orders), not
+        // from the start: an asymmetrical order does not restart its "then".
+        let _ = &mut changed;
     }
 }
 

@@ -35,6 +35,7 @@ pub struct OrderC {
     pub then: RscId,
     pub then_action: String,
     pub kind: OrderKind,
+    pub symmetrical: bool,
 }
 
 pub fn role_of(s: Option<&str>) -> Option<Role> {
@@ -177,10 +178,10 @@ impl Cluster<'_> {
         };
         let symmetrical = o.symmetrical.as_deref().map(cib::is_true).unwrap_or(kind != OrderKind::Serialize);
         let mut push = |first: RscId, fa: &str, then: RscId, ta: &str| {
-            out.push(OrderC { id: o.id.clone(), first, first_action: fa.to_string(), then, then_action: ta.to_string(), kind });
+            out.push(OrderC { id: o.id.clone(), first, first_action: fa.to_string(), then, then_action: ta.to_string(), kind, symmetrical });
             if symmetrical && kind != OrderKind::Serialize {
                 if let (Some(rfa), Some(rta)) = (reverse_action(ta), reverse_action(fa)) {
-                    out.push(OrderC { id: o.id.clone(), first: then, first_action: rfa.into(), then: first, then_action: rta.into(), kind });
+                    out.push(OrderC { id: o.id.clone(), first: then, first_action: rfa.into(), then: first, then_action: rta.into(), kind, symmetrical });
                 }
             }
         };

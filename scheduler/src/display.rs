@@ -185,7 +185,8 @@ fn primitive_state(cl: &Cluster, v: &StateView, id: RscId, anonymous: bool) -> S
         if nodes.len() == 1 {
             state.push(' ');
             state.push_str(&cl.nodes[nodes[0]].name);
-            if cl.nodes[nodes[0]].unclean && !v.offline.contains(&nodes[0]) {
+            let n = &cl.nodes[nodes[0]];
+            if n.unclean && !n.online && !v.offline.contains(&nodes[0]) {
                 flags.push("UNCLEAN");
             }
         }
@@ -360,7 +361,8 @@ fn render_clone(cl: &Cluster, v: &StateView, id: RscId, promotable: bool, unique
             && prims.iter().all(|p| {
                 let a = v.active.get(p).map(Vec::len).unwrap_or(0);
                 a == 1 && !v.failed.contains(p) && !v.pending.contains(p) && cl.rscs[*p].managed && !cl.rscs[*p].orphan
-            });
+            })
+            && nodes.iter().all(|&n| !(cl.nodes[n].unclean && !cl.nodes[n].online && !v.offline.contains(&n)));
         if plain {
             let role = prims.iter().map(|p| v.role.get(p).copied().unwrap_or(Role::Stopped)).max().unwrap_or(Role::Started);
             let word = match role {

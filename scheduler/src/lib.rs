@@ -125,12 +125,23 @@ impl Cluster<'_> {
     fn apply_policies(&mut self) {
         // With fencing enabled but no way to fence, nothing may be touched (SCHEDULER-NOTES trap 3).
         let cannot_fence = self.options.stonith_enabled && !self.has_fencing_device && !self.options.have_watchdog;
+        let quorum_stop = !self.have_quorum && self.options.no_quorum_policy == "stop";
+        let maintenance_nodes: Vec<bool> = self.nodes.iter().map(|n| n.maintenance).collect();
         for r in self.rscs.iter_mut() {
             if cannot_fence {
-                r.managed = false;
+                // Nothing may start or stop, but the resources are not shown as unmanaged.
+                r.unscheduled = true;
             }
             if !r.is_primitive() {
                 continue;
+            }
+            // A node in maintenance keeps what runs there, unmanaged.
+            if r.running_on.iter().any(|&n| maintenance_nodes[n]) {
+                r.managed = false;
+            }
+            if quorum_stop && !r.running_on.is_empty() {
+                r.force_stop = true;
+                r.stop_reason = Some("due to no quorum");
             }
             let failed_with = |f: unpack::OnFail| r.history.values().any(|h| h.failed && h.on_fail == Some(f.clone()));
             if failed_with(unpack::OnFail::Block) {

@@ -142,6 +142,8 @@ pub struct Rsc {
     pub hidden: bool,
     /// Shown but not scheduled yet (bundle internals): kept as they are.
     pub unscheduled: bool,
+    /// Why a forced stop happens, for the summary ("due to no quorum").
+    pub stop_reason: Option<&'static str>,
 }
 
 impl Rsc {
@@ -502,6 +504,7 @@ impl<'a> Cluster<'a> {
             force_stop: false,
             hidden: false,
             unscheduled: false,
+            stop_reason: None,
         };
         self.rscs.push(rsc);
         let id = self.rscs.len() - 1;
