@@ -167,13 +167,21 @@ impl<'c, 'a> Allocator<'c, 'a> {
                 continue;
             }
             for target in self.cl.location_targets(&loc) {
+                // A group's preference counts once: it goes to the member the group is placed
+                // by; the other members only learn where they may run (and where never).
                 let prims = self.cl.primitives_of(target);
                 let entries = self.location_scores(&loc, target);
                 for p in prims {
+                    let lead = match self.cl.rscs[p].parent {
+                        Some(g) if self.cl.rscs[g].kind == Kind::Group && target != p => self.cl.rscs[g].children.first() == Some(&p),
+                        _ => true,
+                    };
                     let t = tables.entry(p).or_default();
                     for &(n, s) in &entries {
                         let e = t.entry(n).or_insert(Score::ZERO);
-                        *e = e.add(s);
+                        if lead || s.is_neg_inf() {
+                            *e = e.add(s);
+                        }
                     }
                 }
             }

@@ -774,7 +774,10 @@ impl<'a> Cluster<'a> {
             // A cleanly stopped node runs nothing: its history is stale. A guest's history stays
             // meaningful while its container is active, even if failed.
             let container_active = self.nodes[node].connection.as_deref().and_then(|c| self.rsc_by_id(c)).is_some_and(|r| !self.rscs[r].running_on.is_empty());
-            if !self.nodes[node].online && !self.nodes[node].unclean && !container_active {
+            // With fencing, a clean offline node's history still counts: whatever it says is
+            // active there makes the node unclean (it is fenced before anything moves).
+            let clean_offline = !self.nodes[node].online && !self.nodes[node].unclean && !container_active;
+            if clean_offline && (!self.options.stonith_enabled || self.nodes[node].remote) {
                 continue;
             }
             for lrm in &st.lrm {
@@ -786,6 +789,10 @@ impl<'a> Cluster<'a> {
                 ops.sort_by_key(|o| if o.call_id < 0 { i64::MAX } else { o.call_id });
                 let id = self.history_target(&lrm.id, node, lrm);
                 let hist = self.reduce_history(id, node, &ops);
+                if clean_offline && hist.role > Role::Stopped && self.rscs[id].managed && !self.nodes[node].unclean {
+                    self.nodes[node].unclean = true;
+                    self.nodes[node].fence_reason = Some(format!("{} is thought to be active there", self.rscs[id].id));
+                }
                 self.rscs[id].history.insert(node, hist);
             }
         }
