@@ -251,6 +251,10 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], clear_failcounts: &[(RscId, NodeId)
             start.runnable = false;
             start.reason = Some(if freeze { "due to quorum freeze".into() } else { "due to no quorum".into() });
         }
+        // Unknown state on a node that cannot be probed yet (pending): it might run there.
+        if needs_start && cl.nodes.iter().enumerate().any(|(n, node)| node.online && node.pending && !node.unclean && !r.history.contains_key(&n)) {
+            start.runnable = false;
+        }
         let start_id = p.add(start);
         ra.start = Some(start_id);
         // Stops on every current node where it must stop.

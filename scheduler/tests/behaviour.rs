@@ -676,3 +676,76 @@ fn duplicate_id_is_refused() {
     let e = parse_error(&cib().rsc(&dummy("A", &[])).rsc(&dummy("A", &[])).node("node1", ONLINE, &[]).xml());
     assert!(e.contains("duplicate id") && e.contains("'A'"), "{e}");
 }
+
+// Regressions: each of these once differed from crm_simulate (see the note on each name).
+#[test]
+fn regression_no_fence_device_leaves_everything_alone() {
+    let c = fencing().rsc(&dummy("A", &[])).rsc(&dummy("B", &[]))
+        .node("node1", ONLINE, &[probed("A"), probed("B")]).node("node2", LOST, &[running("A")]).node("node3", ONLINE, &[probed("A"), probed("B")]);
+    check(&c, &["* Node node2: UNCLEAN (offline)", "* Online: [ node1 node3 ]", "* A (ocf:heartbeat:Dummy): Started node2 (UNCLEAN)", "* B (ocf:heartbeat:Dummy): Stopped"], &[]);
+}
+
+#[test]
+fn regression_offline_node_thought_to_run_a_resource_is_fenced() {
+    let c = fencing().rsc(&fence_device("fence1")).rsc(&dummy("A", &[]))
+        .node("node1", ONLINE, &[running("fence1"), probed("A")]).node("node2", DOWN, &[probed("fence1"), running("A")]);
+    check(&c, &["* Node node2: UNCLEAN (offline)", "* Online: [ node1 ]", "* fence1 (stonith:fence_dummy): Started node1", "* A (ocf:heartbeat:Dummy): Started node2 (UNCLEAN)"],
+        &["* Fence (reboot) node2 'A is thought to be active there'", "* Move A ( node2 -> node1 )"]);
+}
+
+#[test]
+fn regression_start_waits_for_a_probe_on_a_pending_node() {
+    let c = fencing().rsc(&fence_device("fence1")).rsc(&dummy("A", &[]))
+        .node("node1", PENDING, &[]).node("node2", ONLINE, &[running("fence1"), probed("A")]);
+    check(&c, &["* Node node1: pending", "* Online: [ node2 ]", "* fence1 (stonith:fence_dummy): Started node2", "* A (ocf:heartbeat:Dummy): Stopped"], &["* Start A ( node2 ) blocked"]);
+}
+
+#[test]
+fn regression_clone_instance_on_lost_node() {
+    let clone = r#"<clone id="C"><primitive id="D" class="ocf" provider="heartbeat" type="Dummy"><operations><op id="D-mon" name="monitor" interval="10s"/></operations></primitive></clone>"#;
+    let c = fencing().rsc(&fence_device("fence1")).rsc(clone)
+        .node("node1", ONLINE, &[running("fence1"), running("D")]).node("node2", LOST, &[running("D")]).node("node3", ONLINE, &[probed("fence1"), running("D")]);
+    check(&c, &["* Node node2: UNCLEAN (offline)", "* Online: [ node1 node3 ]", "* fence1 (stonith:fence_dummy): Started node1", "* D (ocf:heartbeat:Dummy): Started node2 (UNCLEAN)", "* Started: [ node1 node3 ]"],
+        &["* Fence (reboot) node2 'peer is no longer part of the cluster'", "* Stop D:1 ( node2 ) due to node availability"]);
+}
+
+#[test]
+fn regression_failed_stop_with_fencing() {
+    let c = fencing().rsc(&fence_device("fence1")).rsc(&dummy("A", &[]))
+        .node("node1", ONLINE, &[running("fence1"), hist("A", &[op("A", "start", 0, 0, 2, 3600), op("A", "stop", 0, 1, 4, 60)])])
+        .node("node2", ONLINE, &[probed("fence1"), probed("A")]);
+    check(&c, &["* Node node1: UNCLEAN (online)", "* Online: [ node2 ]", "* fence1 (stonith:fence_dummy): Started node1", "* A (ocf:heartbeat:Dummy): FAILED node1"],
+        &["* Fence (reboot) node1 'A failed there'", "* Move fence1 ( node1 -> node2 )", "* Recover A ( node1 -> node2 )"]);
+}
+
+#[test]
+fn regression_group_stickiness_is_the_sum_of_its_members() {
+    let c = cib().default_meta("resource-stickiness", "30").rsc(&group("G", &["G1", "G2", "G3"])).con(&location("G", "node2", "70"))
+        .node("node1", ONLINE, &[running("G1"), running("G2"), running("G3")]).node("node2", ONLINE, &[probed("G1"), probed("G2"), probed("G3")]);
+    check(&c, &["* Online: [ node1 node2 ]", "* G1 (ocf:heartbeat:Dummy): Started node1", "* G2 (ocf:heartbeat:Dummy): Started node1", "* G3 (ocf:heartbeat:Dummy): Started node1"], &[]);
+}
+
+#[test]
+fn regression_maintenance_node_keeps_its_resources() {
+    let c = cib().rsc(&dummy("A", &[])).rsc(&dummy("B", &[]))
+        .node("node1", ONLINE, &[running("A"), probed("B")]).node_attr("maintenance", "true").node("node2", ONLINE, &[probed("A"), probed("B")]);
+    check(&c, &["* Node node1: maintenance", "* Online: [ node2 ]", "* A (ocf:heartbeat:Dummy): Started node1 (unmanaged)", "* B (ocf:heartbeat:Dummy): Stopped"], &["* Start B ( node2 )"]);
+}
+
+#[test]
+fn regression_no_quorum_policy_stop() {
+    let c = cib().prop("no-quorum-policy", "stop").rsc(&dummy("A", &[])).node("node1", ONLINE, &[running("A")]).node("node2", ONLINE, &[]);
+    let xml = c.xml().replace(r#"have-quorum="1""#, r#"have-quorum="0""#);
+    if let Ok(dir) = std::env::var("BEHAVIOUR_DUMP") { std::fs::write(format!("{dir}/d8_no_quorum_policy_stop.xml"), &xml).unwrap(); }
+    let parsed = cib::Cib::parse(&xml).unwrap();
+    let text = scheduler::schedule(&parsed, now()).simulate_text();
+    assert_eq!(block(&text, "Transition Summary:"), lines("* Stop A ( node1 ) due to no quorum"), "{text}");
+}
+
+#[test]
+fn regression_asymmetric_order_does_not_restart_then() {
+    let c = cib().rsc(&dummy("A", &[])).rsc(&dummy("B", &[])).con(&location("A", "node1", "-INFINITY"))
+        .con(r#"<rsc_order id="o1" first="A" then="B" kind="Mandatory" symmetrical="false"/>"#)
+        .node("node1", ONLINE, &[running("A"), running("B")]).node("node2", ONLINE, &[probed("A"), probed("B")]);
+    check(&c, &["* Online: [ node1 node2 ]", "* A (ocf:heartbeat:Dummy): Started node1", "* B (ocf:heartbeat:Dummy): Started node1"], &["* Move A ( node1 -> node2 )"]);
+}
