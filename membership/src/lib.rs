@@ -1,0 +1,7 @@
+//! The membership layer as sans-IO state machines (no socket, clock or task inside):
+//! totem single-ring ordering and membership, votequorum, and process groups (CPG).
+//! Time is passed in as milliseconds; outputs are polled. See ../shared/MEMBERSHIP-NOTES.md.
+
+pub mod quorum;
+pub mod totem;
+pub mod wire;
