@@ -1,12 +1,19 @@
-//! `halo`: the command line. For now: `halo simulate` (crm_simulate's what-if).
+//! `halo`: the command line: what-if scheduling, sandbox clusters, and the status of a node.
 
+mod cluster;
+mod sandbox;
 mod simulate;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "halo", version, about = "halo: a high-availability cluster stack (Pacemaker-compatible)")]
 struct Cli {
+    /// The node to talk to: its directory holding corosync.conf (e.g. a sandbox's DIR/node1).
+    #[arg(long, global = true, value_name = "DIR")]
+    dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -15,15 +22,39 @@ struct Cli {
 enum Command {
     /// Run the scheduler over a CIB file and show what it would do (like crm_simulate).
     Simulate(simulate::SimulateArgs),
+    /// A local cluster of several nodes on loopback addresses.
+    #[command(subcommand)]
+    Sandbox(sandbox::SandboxCmd),
+    /// Quorum of the node's partition.
+    #[command(subcommand)]
+    Quorum(cluster::QuorumCmd),
+    /// Totem membership of the node.
+    #[command(subcommand)]
+    Membership(cluster::MembershipCmd),
+    /// Process groups: send, listen, benchmark.
+    #[command(subcommand)]
+    Cpg(cluster::CpgCmd),
 }
 
 fn main() {
+    // Die quietly on a closed pipe (`halo ... | head`), as command-line tools do.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
+    let dir = cli.dir.as_deref();
     let result = match cli.command {
         Command::Simulate(args) => simulate::run(args),
+        Command::Sandbox(cmd) => sandbox::run(cmd),
+        Command::Quorum(cmd) => block_on(cluster::quorum(dir, cmd)),
+        Command::Membership(cmd) => block_on(cluster::membership(dir, cmd)),
+        Command::Cpg(cmd) => block_on(cluster::cpg(dir, cmd)),
     };
     if let Err(e) = result {
         eprintln!("halo: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
 }

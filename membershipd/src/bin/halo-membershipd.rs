@@ -1,0 +1,33 @@
+//! halo-membershipd: totem membership, quorum and process groups for one node.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let (mut config, mut node) = (PathBuf::from("/etc/halo/corosync.conf"), None);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" => config = args.next().context("--config needs a path")?.into(),
+            "--node" => node = Some(args.next().context("--node needs a name")?),
+            other => anyhow::bail!("unknown argument '{other}'; usage: halo-membershipd [--config PATH] [--node NAME]"),
+        }
+    }
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HALO_LOG").unwrap_or_else(|_| "info".into())).init();
+    let setup = membershipd::Setup::load(&config, node.as_deref())?;
+    let sock = setup.socket_path();
+    let _ = std::fs::remove_file(&sock);
+    let listener = tokio::net::UnixListener::bind(&sock).with_context(|| format!("cannot bind {}", sock.display()))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660))?;
+    let addr = std::net::SocketAddr::new(setup.local.ring0_addr, setup.config.totem.port);
+    let udp = tokio::net::UdpSocket::bind(addr).await.with_context(|| format!("cannot bind the totem socket {addr}"))?;
+    tracing::info!("node {} ({}) on {addr}", setup.local.name, setup.local.nodeid);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
+    };
+    membershipd::run(setup, listener, udp, shutdown).await
+}

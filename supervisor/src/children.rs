@@ -1,0 +1,90 @@
+//! Child processes of halod: spawn, watch, respawn, stop in order.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use common::paths::{Daemon, NodePaths};
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// The daemons of a node, in start order (stopped in reverse).
+const DAEMONS: &[Daemon] = &[Daemon::Membershipd];
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+struct Managed {
+    daemon: Daemon,
+    child: Option<Child>,
+    backoff: Duration,
+}
+
+/// Daemon binaries live beside halod (installed together, or in target/ when developing).
+fn binary(daemon: Daemon) -> PathBuf {
+    let here = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
+    here.join(daemon.binary())
+}
+
+fn spawn(daemon: Daemon, config: &Path, node: Option<&str>, paths: &NodePaths) -> Result<Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(paths.log_file()).context("cannot open the log file")?;
+    let mut cmd = Command::new(binary(daemon));
+    cmd.arg("--config").arg(config).stdout(log.try_clone()?).stderr(log).kill_on_drop(false);
+    if let Some(n) = node {
+        cmd.arg("--node").arg(n);
+    }
+    let child = cmd.spawn().with_context(|| format!("cannot start {}", binary(daemon).display()))?;
+    if let Some(pid) = child.id() {
+        let _ = std::fs::write(paths.pid_file(daemon), format!("{pid}\n"));
+    }
+    Ok(child)
+}
+
+fn send_signal(child: &Child, sig: i32) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+        unsafe {
+            libc::kill(pid as i32, sig);
+        }
+    }
+}
+
+pub async fn supervise(config: &Path, node: Option<&str>, paths: &NodePaths) -> Result<()> {
+    let mut managed: Vec<Managed> = Vec::new();
+    for &d in DAEMONS {
+        let child = spawn(d, config, node, paths)?;
+        managed.push(Managed { daemon: d, child: Some(child), backoff: Duration::from_millis(200) });
+    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                for m in managed.iter_mut() {
+                    let exited = match m.child.as_mut() {
+                        Some(c) => c.try_wait().ok().flatten(),
+                        None => None,
+                    };
+                    if let Some(status) = exited {
+                        eprintln!("halod: {} exited ({status}); restarting in {:?}", m.daemon.name(), m.backoff);
+                        tokio::time::sleep(m.backoff).await;
+                        m.backoff = (m.backoff * 2).min(MAX_BACKOFF);
+                        m.child = spawn(m.daemon, config, node, paths).ok();
+                    }
+                }
+            }
+        }
+    }
+    for m in managed.iter_mut().rev() {
+        if let Some(mut c) = m.child.take() {
+            send_signal(&c, libc::SIGTERM);
+            if tokio::time::timeout(STOP_GRACE, c.wait()).await.is_err() {
+                let _ = c.kill().await;
+            }
+        }
+        let _ = std::fs::remove_file(paths.pid_file(m.daemon));
+    }
+    let _ = std::fs::remove_file(paths.pid_file(Daemon::Halod));
+    Ok(())
+}
