@@ -166,3 +166,27 @@ fn wrong_key_never_joins_and_bad_packets_are_counted() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn halod_respawns_a_dead_daemon() {
+    if !have_loopback_aliases() {
+        eprintln!("skipped: 127.0.0.13 cannot be bound here");
+        return;
+    }
+    let sb = Sandbox::create("respawn", 1);
+    sb.start("node1");
+    sb.wait_quorum("node1", Duration::from_secs(30), "a ring of one", |q, m| q && m == [1]);
+    let pidf = sb.node_dir("node1").join("run").join("membershipd.pid");
+    let old: i32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+    // SAFETY: SIGKILL to the membershipd this sandbox's halod started (its pid file).
+    unsafe { libc::kill(old, libc::SIGKILL) };
+    let t0 = Instant::now();
+    loop {
+        let new = std::fs::read_to_string(&pidf).ok().and_then(|s| s.trim().parse::<i32>().ok());
+        if new.is_some_and(|p| p != old) && sb.quorum("node1").is_some_and(|(q, m)| q && m == [1]) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "halod did not bring membershipd back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
