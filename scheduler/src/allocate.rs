@@ -592,6 +592,9 @@ impl<'c, 'a> Allocator<'c, 'a> {
             }
             decided.push((i, if ok { Role::Promoted } else { Role::Unpromoted }));
         }
+        for &(i, n) in &placed {
+            self.cl.rscs[i].promotion_score = Some((Some(n), final_score(i, n)));
+        }
         for (i, role) in decided {
             for p in self.cl.primitives_of(i) {
                 let r = &mut self.cl.rscs[p];

@@ -201,6 +201,9 @@ impl Transition<'_> {
         let cl = &self.cluster;
         let mut lines = Vec::new();
         for (id, r) in cl.rscs.iter().enumerate() {
+            if let unpack::Kind::Clone { promotable, .. } = r.kind {
+                self.clone_score_lines(id, promotable, &mut lines);
+            }
             if r.kind == unpack::Kind::Group {
                 if let Some(base) = r.children.first().and_then(|m| self.base_tables.get(m)) {
                     for (&n, s) in base {
@@ -231,6 +234,33 @@ impl Transition<'_> {
             out.push('\n');
         }
         out
+    }
+
+    /// `pcmk__clone_allocate` lines (the clone and each instance, before placement) and,
+    /// for promotable clones, each instance's promotion score.
+    fn clone_score_lines(&self, clone: unpack::RscId, promotable: bool, lines: &mut Vec<String>) {
+        let cl = &self.cluster;
+        let instances = &cl.rscs[clone].children;
+        let table_of = |i: unpack::RscId| cl.lead_primitive(i).and_then(|p| self.base_tables.get(&p));
+        // The clone's own table: an instance's without the stickiness of a current node.
+        let plain = instances.iter().copied().find(|&i| cl.lead_primitive(i).is_some_and(|p| cl.rscs[p].running_on.is_empty())).or(instances.first().copied());
+        if let Some(t) = plain.and_then(table_of) {
+            for (&n, s) in t {
+                lines.push(format!("pcmk__clone_allocate: {} allocation score on {}: {}", cl.rscs[clone].id, cl.nodes[n].name, s));
+            }
+        }
+        for &i in instances {
+            if let Some(t) = table_of(i) {
+                for (&n, s) in t {
+                    lines.push(format!("pcmk__clone_allocate: {} allocation score on {}: {}", cl.rscs[i].id, cl.nodes[n].name, s));
+                }
+            }
+            if promotable {
+                let (node, score) = cl.rscs[i].promotion_score.unwrap_or((None, Score::ZERO));
+                let on = node.map(|n| cl.nodes[n].name.clone()).unwrap_or_else(|| "none".into());
+                lines.push(format!("{} promotion score on {on}: {score}", cl.rscs[i].id));
+            }
+        }
     }
 
     pub fn revised_text(&self) -> String {

@@ -144,6 +144,8 @@ pub struct Rsc {
     pub unscheduled: bool,
     /// Why a forced stop happens, for the summary ("due to no quorum").
     pub stop_reason: Option<&'static str>,
+    /// Promotable clone instances: the node and score promotion was decided on.
+    pub promotion_score: Option<(Option<NodeId>, Score)>,
 }
 
 impl Rsc {
@@ -505,6 +507,7 @@ impl<'a> Cluster<'a> {
             hidden: false,
             unscheduled: false,
             stop_reason: None,
+            promotion_score: None,
         };
         self.rscs.push(rsc);
         let id = self.rscs.len() - 1;
