@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::{anyhow, Context, Result};
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::Utc;
 use clap::Args;
 
 #[derive(Args)]
@@ -31,49 +31,16 @@ pub struct SimulateArgs {
     live: bool,
 }
 
-fn fmt_date(t: NaiveDateTime) -> String {
-    t.format("%Y-%m-%d %H:%M:%SZ").to_string()
-}
-
 pub fn run(args: SimulateArgs) -> Result<()> {
     let src = std::fs::read_to_string(&args.xml_file).with_context(|| format!("cannot read {}", args.xml_file))?;
     let cib = cib::Cib::parse(&src).map_err(|e| anyhow!("{}: {e}", args.xml_file))?;
-    let mut date_line = None;
-    let now = match &args.date {
-        Some(d) => scheduler::rules::parse_iso8601(d).ok_or_else(|| anyhow!("invalid date '{d}' for -t: use ISO 8601, e.g. 2024-01-31T12:00:00Z"))?,
-        None => match cib.attr("execution-date").and_then(|v| v.parse::<i64>().ok()).and_then(|s| DateTime::<Utc>::from_timestamp(s, 0)) {
-            Some(t) => {
-                date_line = Some(format!("Using the original execution date of: {}", fmt_date(t.naive_utc())));
-                t.naive_utc()
-            }
-            None => Utc::now().naive_utc(),
-        },
+    let date = match &args.date {
+        Some(d) => Some(scheduler::rules::parse_iso8601(d).ok_or_else(|| anyhow!("invalid date '{d}' for -t: use ISO 8601, e.g. 2024-01-31T12:00:00Z"))?),
+        None => None,
     };
+    let (now, date_line) = scheduler::effective_now(&cib, date, Utc::now().naive_utc());
     let t = scheduler::schedule(&cib, now);
-    let mut out = String::new();
-    if let Some(d) = &date_line {
-        out.push_str(d);
-        out.push('\n');
-    }
-    let text = t.simulate_text();
-    if args.show_scores {
-        // Scores go between the current status and the transition summary.
-        let (status, rest) = text.split_at(text.find("\nTransition Summary:").unwrap_or(text.len()));
-        out.push_str(status);
-        out.push('\n');
-        out.push_str(&t.scores_text());
-        out.push_str(rest);
-    } else {
-        out.push_str(&text);
-    }
-    if args.simulate {
-        if let Some(d) = &date_line {
-            out.push_str(d);
-            out.push('\n');
-        }
-        out.push('\n');
-        out.push_str(&t.revised_text());
-    }
+    let out = t.crm_simulate_text(date_line.as_deref(), args.show_scores, args.simulate);
     if let Some(g) = &args.graph {
         std::fs::write(g, t.graph_xml()).with_context(|| format!("cannot write the graph to {g}"))?;
     }

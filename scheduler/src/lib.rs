@@ -285,3 +285,47 @@ mod tests {
         assert_eq!(interval_ms("abc"), None);
     }
 }
+
+/// How `crm_simulate` picks "now": the `-t` date if given, else the CIB's `execution-date`
+/// (then it also prints a "Using the original execution date" line), else the caller's clock.
+pub fn effective_now(cib: &Cib, date: Option<NaiveDateTime>, clock: NaiveDateTime) -> (NaiveDateTime, Option<String>) {
+    if let Some(d) = date {
+        return (d, None);
+    }
+    let exec = cib.attr("execution-date").and_then(|v| v.parse::<i64>().ok()).and_then(|s| chrono::DateTime::<chrono::Utc>::from_timestamp(s, 0));
+    match exec {
+        Some(t) => (t.naive_utc(), Some(format!("Using the original execution date of: {}", t.naive_utc().format("%Y-%m-%d %H:%M:%SZ")))),
+        None => (clock, None),
+    }
+}
+
+impl Transition<'_> {
+    /// The whole text of `crm_simulate -x FILE [-S] [-s]`.
+    pub fn crm_simulate_text(&self, date_line: Option<&str>, show_scores: bool, simulate: bool) -> String {
+        let mut out = String::new();
+        if let Some(d) = date_line {
+            out.push_str(d);
+            out.push('\n');
+        }
+        let text = self.simulate_text();
+        if show_scores {
+            // Scores go between the current status and the transition summary.
+            let (status, rest) = text.split_at(text.find("\nTransition Summary:").unwrap_or(text.len()));
+            out.push_str(status);
+            out.push('\n');
+            out.push_str(&self.scores_text());
+            out.push_str(rest);
+        } else {
+            out.push_str(&text);
+        }
+        if simulate {
+            if let Some(d) = date_line {
+                out.push_str(d);
+                out.push('\n');
+            }
+            out.push('\n');
+            out.push_str(&self.revised_text());
+        }
+        out
+    }
+}

@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::Utc;
 
 const SECTIONS: [&str; 4] = ["Current cluster status:", "Transition Summary:", "Executing Cluster Transition:", "Revised Cluster Status:"];
 
@@ -40,10 +40,6 @@ fn testdata(file: &str) -> PathBuf {
 // ---------------------------------------------------------------------------
 // What `halo simulate -x FILE -S [-t DATE]` prints (stdout, or the error on stderr).
 
-fn fmt_date(t: NaiveDateTime) -> String {
-    t.format("%Y-%m-%d %H:%M:%SZ").to_string()
-}
-
 fn simulate(xml_file: &Path, args: &[String]) -> String {
     let date = args.iter().position(|a| a == "-t").and_then(|i| args.get(i + 1));
     let src = match std::fs::read_to_string(xml_file) {
@@ -54,33 +50,16 @@ fn simulate(xml_file: &Path, args: &[String]) -> String {
         Ok(c) => c,
         Err(e) => return format!("halo: {}: {e}\n", xml_file.display()),
     };
-    let mut date_line = None;
-    let now = match date {
+    let date = match date {
         Some(d) => match scheduler::rules::parse_iso8601(d) {
-            Some(t) => t,
+            Some(t) => Some(t),
             None => return format!("halo: invalid date '{d}' for -t\n"),
         },
-        None => match cib.attr("execution-date").and_then(|v| v.parse::<i64>().ok()).and_then(|s| DateTime::<Utc>::from_timestamp(s, 0)) {
-            Some(t) => {
-                date_line = Some(format!("Using the original execution date of: {}", fmt_date(t.naive_utc())));
-                t.naive_utc()
-            }
-            None => Utc::now().naive_utc(),
-        },
+        None => None,
     };
+    let (now, date_line) = scheduler::effective_now(&cib, date, Utc::now().naive_utc());
     let t = scheduler::schedule(&cib, now);
-    let mut out = String::new();
-    if let Some(d) = &date_line {
-        out.push_str(d);
-        out.push('\n');
-    }
-    out.push_str(&t.simulate_text());
-    if let Some(d) = &date_line {
-        out.push_str(d);
-        out.push('\n');
-    }
-    out.push('\n');
-    out.push_str(&t.revised_text());
+    let out = t.crm_simulate_text(date_line.as_deref(), false, true);
     out
 }
 
