@@ -695,10 +695,10 @@ fn settle_pseudo(p: &mut Plan) {
         if !p.actions[i].pseudo || p.actions[i].rsc.is_none() || p.actions[i].task == "stop" && p.actions[i].node.is_some() {
             continue;
         }
-        let needed = p.orderings.iter().any(|o| {
-            (o.first == i && !p.actions[o.then].optional && p.actions[o.then].runnable && !p.actions[o.then].pseudo)
-                || (o.then == i && !p.actions[o.first].optional && p.actions[o.first].runnable && !p.actions[o.first].pseudo)
-        });
+        // Real work next to it makes a group/clone pseudo action needed; a resource's own
+        // pseudo action (a stop implied by fencing) has a node and counts as real work.
+        let real = |a: &Action| !a.optional && a.runnable && (!a.pseudo || a.node.is_some());
+        let needed = p.orderings.iter().any(|o| (o.first == i && real(&p.actions[o.then])) || (o.then == i && real(&p.actions[o.first])));
         if needed {
             p.actions[i].optional = false;
         } else if p.actions[i].node.is_none() {
