@@ -1,0 +1,1 @@
+//! Sans-IO raft replica (being written).
