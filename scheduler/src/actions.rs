@@ -180,7 +180,7 @@ impl Cluster<'_> {
 }
 
 /// Build every action and ordering for the allocated cluster.
-pub fn plan(cl: &Cluster, orders: &[OrderC], clear_failcounts: &[(RscId, NodeId)]) -> Plan {
+pub fn plan(cl: &Cluster, orders: &[OrderC], colocs: &[crate::constraints::Coloc], clear_failcounts: &[(RscId, NodeId)]) -> Plan {
     let mut p = Plan::default();
     let fencing = cl.fencing_possible();
     let any_managed = cl.rscs.iter().any(|r| r.managed);
@@ -225,15 +225,15 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], clear_failcounts: &[(RscId, NodeId)
         let mut ra = RscActions::default();
         let blocked_fail = r.history.values().any(|h| h.failed && h.on_fail == Some(crate::unpack::OnFail::Block));
         let managed = r.managed && !blocked_fail && !r.unscheduled;
-        // Probes.
-        if !(cl.options.stonith_enabled && !fencing && false) {
-            for n in 0..cl.nodes.len() {
-                if cl.probe_allowed(id, n) && probe_this_instance(cl, id, n) {
-                    let mut a = new_action(Some(id), "monitor", Some(n));
-                    a.optional = false;
-                    a.reason = Some("probe".into());
-                    p.add(a);
-                }
+        // Probes: the resource's state must be known everywhere before it starts anywhere.
+        let mut probes = Vec::new();
+        for n in 0..cl.nodes.len() {
+            if cl.probe_allowed(id, n) && probe_this_instance(cl, id, n) {
+                let mut a = new_action(Some(id), "monitor", Some(n));
+                a.optional = false;
+                a.priority = r.priority;
+                a.reason = Some("probe".into());
+                probes.push(p.add(a));
             }
         }
         if !managed {
@@ -256,6 +256,9 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], clear_failcounts: &[(RscId, NodeId)
             start.runnable = false;
         }
         let start_id = p.add(start);
+        for &pr in &probes {
+            p.order(pr, start_id, Flags::ORDER_ONLY);
+        }
         ra.start = Some(start_id);
         // Stops on every current node where it must stop.
         for &c in &r.running_on {
@@ -357,6 +360,21 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], clear_failcounts: &[(RscId, NodeId)
         }
     }
 
+    // Resources that must never share a node: the one leaving stops before the other starts.
+    for c in colocs.iter().filter(|c| c.score.is_neg_inf()) {
+        let (Some(d), Some(pr)) = (cl.lead_primitive(c.dependent), cl.lead_primitive(c.primary)) else { continue };
+        let (Some(dra), Some(pra)) = (p.per_rsc.get(&d).cloned(), p.per_rsc.get(&pr).cloned()) else { continue };
+        if let Some(ps) = pra.start {
+            for st in dra.stops {
+                p.order(st, ps, Flags::ORDER_ONLY);
+            }
+        }
+        if let Some(ds) = dra.start {
+            for st in pra.stops {
+                p.order(st, ds, Flags::ORDER_ONLY);
+            }
+        }
+    }
     propagate(cl, &mut p);
     settle_pseudo(&mut p);
     plan_migrations(cl, &mut p);

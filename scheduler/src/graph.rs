@@ -38,6 +38,22 @@ impl Transition<'_> {
         out
     }
 
+    /// The op's timeout: its own, else op_defaults', else 20 s (Pacemaker's default).
+    fn op_timeout_ms(&self, act: &crate::actions::Action) -> u64 {
+        let cl = &self.cluster;
+        let prim = act.rsc.and_then(|r| cl.rscs[r].prim.as_ref());
+        let task = if act.task == "monitor" && act.interval_ms == 0 { "monitor" } else { act.task.as_str() };
+        let own = prim.and_then(|p| {
+            p.ops.iter().find(|o| o.name == task && crate::interval_ms(&o.interval) == Some(act.interval_ms)).and_then(|o| o.get("timeout")).and_then(crate::interval_ms)
+        });
+        own.or_else(|| {
+            let mut d = std::collections::BTreeMap::new();
+            crate::unpack::flatten(&cl.op_defaults, &crate::rules::RuleContext::default(), &mut d);
+            d.get("timeout").and_then(|v| crate::interval_ms(v))
+        })
+        .unwrap_or(20_000)
+    }
+
     fn action_xml(&self, a: ActionId, id: usize) -> String {
         let cl = &self.cluster;
         let act = &self.plan.actions[a];
@@ -61,10 +77,17 @@ impl Transition<'_> {
             let prov = pr.provider.as_ref().map(|p| format!(" provider=\"{}\"", esc(p))).unwrap_or_default();
             primitive = format!("<primitive id=\"{}\" class=\"{}\"{prov} type=\"{}\"/>", esc(&r.id), esc(&pr.class), esc(&pr.agent));
         }
-        let mut attrs = format!("CRM_meta_interval=\"{}\"", act.interval_ms);
+        let mut attrs = String::new();
+        if let Some(n) = node {
+            attrs.push_str(&format!("CRM_meta_on_node=\"{}\" CRM_meta_on_node_uuid=\"{}\"", esc(&n.name), esc(&n.id)));
+        }
+        if act.interval_ms > 0 {
+            attrs.push_str(&format!(" CRM_meta_interval=\"{}\" CRM_meta_name=\"{}\"", act.interval_ms, esc(&act.task)));
+        }
         if act.task == "monitor" && act.interval_ms == 0 {
             attrs.push_str(" CRM_meta_op_target_rc=\"7\"");
         }
+        attrs.push_str(&format!(" CRM_meta_timeout=\"{}\"", self.op_timeout_ms(act)));
         if let Some(r) = rsc {
             for (k, v) in &r.params {
                 attrs.push_str(&format!(" {}=\"{}\"", esc(k), esc(v)));

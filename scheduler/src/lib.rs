@@ -115,7 +115,7 @@ pub fn schedule(cib: &Cib, now: NaiveDateTime) -> Transition<'_> {
             (Some(_), _) => Role::Started,
         };
     }
-    let plan = actions::plan(&cluster, &orders, &clear);
+    let plan = actions::plan(&cluster, &orders, &colocs, &clear);
     let executed = summary::executed(&plan);
     Transition { cluster, plan, executed, base_tables }
 }
