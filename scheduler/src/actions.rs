@@ -641,11 +641,16 @@ fn propagate(cl: &Cluster, p: &mut Plan) {
                 // A stop that is not happening does not block anything.
                 let dead_start = f.task == "start" || f.task == "running" || f.task == "promote";
                 if dead_start || !f.optional {
-                    let desc = describe(cl, p, o.first);
+                    // Name the action that really cannot run, not a group/clone pseudo action
+                    // that only passed it on.
+                    let why = match (&f.reason, f.pseudo && f.node.is_none()) {
+                        (Some(r), true) if r.starts_with("due to unrunnable") => r.clone(),
+                        _ => format!("due to unrunnable {}", describe(cl, p, o.first)),
+                    };
                     let ta = &mut p.actions[o.then];
                     ta.runnable = false;
                     if ta.reason.is_none() {
-                        ta.reason = Some(format!("due to unrunnable {desc}"));
+                        ta.reason = Some(why);
                     }
                     changed = true;
                 }

@@ -413,7 +413,10 @@ impl<'c, 'a> Allocator<'c, 'a> {
             let r = &cl.rscs[lp];
             (r.running_on.len() == 1 && cl.nodes[r.running_on[0]].available()).then(|| r.running_on[0])
         };
-        insts.sort_by_key(|&i| home(i).is_none());
+        // Then instances that are stopped, and last those stranded on a node that can no
+        // longer keep them: when there are fewer places than instances, they stay stopped.
+        let stranded = |i: RscId| cl.lead_primitive(i).is_some_and(|p| cl.rscs[p].running_on.iter().any(|&n| !cl.nodes[n].online || cl.nodes[n].unclean));
+        insts.sort_by_key(|&i| (home(i).is_none(), stranded(i)));
         // An instance keeps its node only within a fair share of the instances per node.
         let available = cl.nodes.iter().filter(|n| n.available()).count().max(1);
         let fair = insts.len().div_ceil(available);
