@@ -236,9 +236,6 @@ impl<'c, 'a> Allocator<'c, 'a> {
     /// fence also fences the nodes it runs on.
     fn apply_tickets(&mut self, tables: &mut BTreeMap<RscId, BTreeMap<NodeId, Score>>) {
         for t in self.cl.cib.config.constraints.tickets.clone() {
-            if !is_started_role(crate::constraints::role_of(t.rsc_role.as_deref())) {
-                continue;
-            }
             let state = self.cl.cib.status.tickets.iter().find(|s| s.id == t.ticket);
             let granted = state.is_some_and(|s| s.granted);
             let standby = state.is_some_and(|s| s.standby);
@@ -246,9 +243,16 @@ impl<'c, 'a> Allocator<'c, 'a> {
                 continue;
             }
             let policy = if granted { "stop" } else { t.loss_policy.as_deref().unwrap_or("stop") };
-            let mut targets: Vec<RscId> = t.rsc.iter().flat_map(|r| self.cl.resolve_targets(r)).collect();
+            // Role-specific dependencies (Promoted) are enforced at promotion, not here.
+            let mut targets: Vec<RscId> = Vec::new();
+            if is_started_role(crate::constraints::role_of(t.rsc_role.as_deref())) {
+                targets.extend(t.rsc.iter().flat_map(|r| self.cl.resolve_targets(r)));
+            }
             for set in &t.sets {
-                targets.extend(set.resources.iter().flat_map(|r| self.cl.resolve_targets(r)));
+                let role = crate::constraints::role_of(set.role.as_deref().or(t.rsc_role.as_deref()));
+                if is_started_role(role) {
+                    targets.extend(set.resources.iter().flat_map(|r| self.cl.resolve_targets(r)));
+                }
             }
             for target in targets {
                 for p in self.cl.primitives_of(target) {
@@ -484,15 +488,23 @@ impl<'c, 'a> Allocator<'c, 'a> {
         }
         // A ticket the Promoted role depends on, if not granted, forbids promotion.
         for t in &self.cl.cib.config.constraints.tickets {
-            if crate::constraints::role_of(t.rsc_role.as_deref()) != Some(Role::Promoted) {
-                continue;
-            }
             let state = self.cl.cib.status.tickets.iter().find(|s| s.id == t.ticket);
             if state.is_some_and(|s| s.granted && !s.standby) {
                 continue;
             }
-            let mut names: Vec<&str> = t.rsc.iter().map(String::as_str).collect();
-            names.extend(t.sets.iter().flat_map(|s| s.resources.iter().map(String::as_str)));
+            let promoted = |r: Option<&str>| crate::constraints::role_of(r) == Some(Role::Promoted);
+            let mut names: Vec<&str> = Vec::new();
+            if promoted(t.rsc_role.as_deref()) {
+                names.extend(t.rsc.iter().map(String::as_str));
+            }
+            for set in &t.sets {
+                if promoted(set.role.as_deref().or(t.rsc_role.as_deref())) {
+                    names.extend(set.resources.iter().map(String::as_str));
+                }
+            }
+            if names.is_empty() {
+                continue;
+            }
             // loss-policy=freeze keeps what is promoted now and promotes nothing new.
             let granted = state.is_some_and(|s| s.granted);
             let freeze = !granted && t.loss_policy.as_deref() == Some("freeze");
