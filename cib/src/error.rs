@@ -17,4 +17,20 @@ pub enum CibError {
     InvalidValue { element: String, id: String, line: u32, attribute: String, value: String, hint: String },
     #[error("unsupported schema '{0}': halo reads pacemaker-1.0 up to pacemaker-3.9")]
     UnsupportedSchema(String),
+    #[error("no match for {what} (cibadmin: No such device or address)")]
+    NotFound { what: String },
+    #[error("<{element} id=\"{id}\"> already exists in <{section}> (cibadmin: File exists); modify or replace it instead")]
+    AlreadyExists { element: String, id: String, section: String },
+    #[error("unknown CIB section '{0}': use cib, configuration, status, crm_config, nodes, resources, constraints, rsc_defaults, op_defaults, fencing-topology, acls, tags or alerts")]
+    UnknownSection(String),
+    #[error("unsupported xpath '{xpath}' ({reason}): halo supports absolute paths of steps joined by / or //, each step a tag or *, with predicates [@attr] or [@attr='value'] joined by 'and'")]
+    UnsupportedXpath { xpath: String, reason: String },
+    #[error("update is older than the existing configuration: version {update} < {current} (admin_epoch.epoch.num_updates); raise the counters")]
+    StaleUpdate { current: String, update: String },
+    #[error("patch was made against version {from} but the CIB is at {current}: {hint}")]
+    PatchVersionMismatch { from: String, current: String, hint: &'static str },
+    #[error("invalid patch: {0}")]
+    BadPatch(String),
+    #[error("invalid request: {0}")]
+    BadRequest(String),
 }

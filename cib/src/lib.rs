@@ -1,8 +1,10 @@
 //! The CIB model: the XML document as read (written back unchanged), and typed
 //! views of its configuration and status for the scheduler and the daemons.
 
+pub mod diff;
 pub mod error;
 pub mod model;
+pub mod ops;
 pub mod status;
 pub mod xml;
 
@@ -44,6 +46,7 @@ impl Cib {
             attribute: "configuration (child element)",
         })?;
         check_unique_ids(conf)?;
+        check_shapes(conf)?;
         let ix = model::RefIndex::new(root);
         let config = model::read_configuration(&ix, conf)?;
         check_references(conf, &config)?;
@@ -101,6 +104,23 @@ fn check_unique_ids(conf: &Element) -> Result<(), CibError> {
 }
 
 /// Constraints must name resources, templates or tags that exist.
+/// Shapes the schema requires that the typed views would otherwise accept (cibadmin refuses them).
+fn check_shapes(conf: &Element) -> Result<(), CibError> {
+    for e in conf.descendants() {
+        if e.name == "group" && e.attr("id-ref").is_none() && e.children_named("primitive").next().is_none() {
+            return Err(CibError::InvalidValue {
+                element: "group".into(),
+                id: e.attr("id").unwrap_or("").to_string(),
+                line: e.line,
+                attribute: "members".into(),
+                value: "none".into(),
+                hint: "a group needs at least one primitive; delete the group instead".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn check_references(conf: &Element, config: &Configuration) -> Result<(), CibError> {
     let mut known: BTreeSet<&str> = BTreeSet::new();
     fn walk<'a>(r: &'a Resource, known: &mut BTreeSet<&'a str>) {
@@ -186,6 +206,13 @@ mod tests {
         let bad = SMALL.replace("rsc=\"r1\" node", "rsc=\"nope\" node");
         let err = Cib::parse(&bad).unwrap_err();
         assert!(err.to_string().contains("'nope'") && err.to_string().contains("l1"), "{err}");
+    }
+
+    #[test]
+    fn empty_group_is_refused() {
+        let bad = SMALL.replace(r#"<group id="g"><primitive id="g1" class="ocf" provider="pacemaker" type="Dummy"/></group>"#, r#"<group id="g"/>"#);
+        let err = Cib::parse(&bad).unwrap_err();
+        assert!(err.to_string().contains("at least one primitive"), "{err}");
     }
 
     #[test]
