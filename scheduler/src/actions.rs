@@ -60,6 +60,8 @@ pub struct RscActions {
     pub stops: Vec<ActionId>,
     pub promote: Option<ActionId>,
     pub demote: Option<ActionId>,
+    /// Unmanaged or blocked: its actions only inform orderings, nothing runs.
+    pub frozen: bool,
     /// Pseudo actions of groups and clones: start, running, stop, stopped.
     pub pseudo: BTreeMap<&'static str, ActionId>,
 }
@@ -237,6 +239,15 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], colocs: &[crate::constraints::Coloc
             }
         }
         if !managed {
+            // Nothing will be done to it, but orderings must still see whether it can be
+            // relied on: a resource that is not (healthily) running cannot "start".
+            if !r.unscheduled {
+                let healthy = !r.running_on.is_empty() && !r.failed;
+                let mut start = new_action(Some(id), "start", r.running_on.first().copied());
+                start.runnable = healthy;
+                ra.start = Some(p.add(start));
+            }
+            ra.frozen = true;
             p.per_rsc.insert(id, ra);
             continue;
         }
@@ -386,6 +397,9 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], colocs: &[crate::constraints::Coloc
             continue;
         }
         let Some(ra) = p.per_rsc.get(&id).cloned() else { continue };
+        if ra.frozen {
+            continue;
+        }
         let Some(n) = r.assigned else { continue };
         let Some(s) = ra.start else { continue };
         let start = p.actions[s].clone();

@@ -62,6 +62,9 @@ pub fn transition_summary(cl: &Cluster, p: &Plan) -> Vec<String> {
 fn resource_lines(cl: &Cluster, p: &Plan, id: RscId) -> Vec<String> {
     let r = &cl.rscs[id];
     let Some(ra) = p.per_rsc.get(&id) else { return vec![] };
+    if ra.frozen {
+        return vec![];
+    }
     let Some(start_id) = ra.start else { return vec![] };
     let start = &p.actions[start_id];
     let name = &r.id;

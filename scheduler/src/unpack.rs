@@ -535,7 +535,15 @@ impl<'a> Cluster<'a> {
     }
 
     fn finish_meta(&mut self, id: RscId) {
-        let defaults = self.rsc_defaults.clone();
+        // rsc_defaults may carry rules about the resource itself (rsc_expression).
+        let defaults = {
+            let r = &self.rscs[id];
+            let rsc = r.prim.as_ref().map(|p| (p.class.as_str(), p.provider.as_deref(), p.agent.as_str()));
+            let ctx = RuleContext { now: Some(self.now), rsc, ..Default::default() };
+            let mut d = BTreeMap::new();
+            flatten(&self.cib.config.rsc_defaults, &ctx, &mut d);
+            d
+        };
         let maintenance = self.options.maintenance_mode;
         let r = &mut self.rscs[id];
         let get = |k: &str| r.meta.get(k).or_else(|| defaults.get(k)).cloned();
