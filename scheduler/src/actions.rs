@@ -246,6 +246,13 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], colocs: &[crate::constraints::Coloc
                 let mut start = new_action(Some(id), "start", r.running_on.first().copied());
                 start.runnable = healthy;
                 ra.start = Some(p.add(start));
+                // A failed one needs a stop it will not get: whatever must stop after it cannot.
+                for &c in &r.running_on {
+                    let mut stop = new_action(Some(id), "stop", Some(c));
+                    stop.runnable = false;
+                    stop.optional = !r.failed_on(c);
+                    ra.stops.push(p.add(stop));
+                }
             }
             ra.frozen = true;
             p.per_rsc.insert(id, ra);
@@ -291,8 +298,9 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], colocs: &[crate::constraints::Coloc
                 ra.stops.push(sid);
             }
         }
+        // The start elsewhere waits for the stop here, and cannot happen if that stop cannot.
         for &s in &ra.stops {
-            p.order(s, start_id, Flags { implies_then: true, implies_first: false, runnable_left: false, restart: false });
+            p.order(s, start_id, Flags { implies_then: true, implies_first: false, runnable_left: true, restart: false });
         }
         p.per_rsc.insert(id, ra);
     }

@@ -26,6 +26,17 @@ fn reason_text(reason: Option<&String>, runnable: bool) -> Option<String> {
     }
 }
 
+/// Why a stop that cannot run is shown: a resource with nowhere to go stops "due to node
+/// availability"; one that wanted to move names what blocks it; no cause at all is "blocked".
+fn blocked_stop_reason(stop: &crate::actions::Action, start: &crate::actions::Action) -> Option<String> {
+    match (&stop.reason, start.node) {
+        (None, _) => Some("blocked".into()),
+        (Some(r), None) if r.starts_with("due to unrunnable") => Some("due to node availability (blocked)".into()),
+        (Some(r), None) => Some(format!("{r} (blocked)")),
+        (Some(r), Some(_)) => Some(format!("{r} (blocked)")),
+    }
+}
+
 /// Primitives in print order (resource list order, recursing into groups and clones).
 pub fn print_order(cl: &Cluster) -> Vec<RscId> {
     fn walk(cl: &Cluster, id: RscId, out: &mut Vec<RscId>) {
@@ -110,7 +121,7 @@ fn resource_lines(cl: &Cluster, p: &Plan, id: RscId) -> Vec<String> {
                     if stop_required || start.node.is_none() {
                         let s = stop.unwrap();
                         let reason = if !s.runnable {
-                            reason_text(s.reason.as_ref(), false)
+                            blocked_stop_reason(s, start)
                         } else if start.node.is_some() {
                             reason_text(start.reason.as_ref(), true)
                         } else {
@@ -185,7 +196,7 @@ fn promotable_lines(cl: &Cluster, p: &Plan, id: RscId) -> Vec<String> {
         }
         (Some(s), _) => {
             let reason = if !s.runnable {
-                reason_text(s.reason.as_ref(), false)
+                blocked_stop_reason(s, start)
             } else if start.node.is_some() {
                 reason_text(start.reason.as_ref(), true)
             } else {
