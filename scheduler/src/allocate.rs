@@ -48,6 +48,15 @@ pub struct Allocator<'c, 'a> {
     /// Clone instances that keep their current node when it is still allowed.
     pub preferred: BTreeMap<RscId, NodeId>,
     pub promotion_colocs: Vec<PromotionColoc>,
+    /// Utilization already placed on each node in this run.
+    pub used: BTreeMap<NodeId, BTreeMap<String, i64>>,
+}
+
+/// A resource's or node's utilization numbers (non-numeric values are ignored).
+fn utilization_of(sets: &[cib::NvSet]) -> BTreeMap<String, i64> {
+    let mut raw = BTreeMap::new();
+    crate::unpack::flatten(sets, &RuleContext::default(), &mut raw);
+    raw.into_iter().filter_map(|(k, v)| v.trim().parse::<i64>().ok().map(|n| (k, n))).collect()
 }
 
 impl Cluster<'_> {
@@ -84,7 +93,7 @@ fn is_started_role(r: Option<Role>) -> bool {
 
 impl<'c, 'a> Allocator<'c, 'a> {
     pub fn new(cl: &'c mut Cluster<'a>, colocs: &[Coloc]) -> Allocator<'c, 'a> {
-        let mut a = Allocator { cl, colocs: Vec::new(), base: BTreeMap::new(), clear_failcounts: Vec::new(), preferred: BTreeMap::new(), promotion_colocs: Vec::new() };
+        let mut a = Allocator { cl, colocs: Vec::new(), base: BTreeMap::new(), clear_failcounts: Vec::new(), preferred: BTreeMap::new(), promotion_colocs: Vec::new(), used: BTreeMap::new() };
         a.build_colocations(colocs);
         a
     }
@@ -644,6 +653,12 @@ impl<'c, 'a> Allocator<'c, 'a> {
         r.allocated = true;
         if let Some(n) = choice {
             self.cl.nodes[n].assigned_count += 1;
+            if let Some(p) = &self.cl.rscs[id].prim {
+                let e = self.used.entry(n).or_default();
+                for (k, v) in utilization_of(&p.utilization) {
+                    *e.entry(k).or_insert(0) += v;
+                }
+            }
         }
     }
 
@@ -726,6 +741,25 @@ impl<'c, 'a> Allocator<'c, 'a> {
         }
     }
 
+    /// With a placement strategy other than `default`, a node must have the capacity left
+    /// for the resource's utilization (every attribute the node declares).
+    fn fits(&self, id: RscId, n: NodeId) -> bool {
+        if self.cl.options.placement_strategy == "default" {
+            return true;
+        }
+        let want = utilization_of(self.cl.rscs[id].prim.as_ref().map(|p| p.utilization.as_slice()).unwrap_or(&[]));
+        if want.is_empty() {
+            return true;
+        }
+        let node = &self.cl.nodes[n];
+        let capacity = self.cl.cib.config.nodes.iter().find(|c| c.uname == node.name || c.id == node.id).map(|c| utilization_of(&c.utilization)).unwrap_or_default();
+        let used = self.used.get(&n);
+        want.iter().all(|(k, v)| match capacity.get(k) {
+            None => true,
+            Some(cap) => cap - used.and_then(|u| u.get(k)).copied().unwrap_or(0) >= *v,
+        })
+    }
+
     fn choose_node(&self, id: RscId, table: &BTreeMap<NodeId, Score>) -> Option<NodeId> {
         let r = &self.cl.rscs[id];
         if self.cl.options.stop_all_resources || r.target_role == Some(Role::Stopped) || r.orphan || r.force_stop {
@@ -737,7 +771,7 @@ impl<'c, 'a> Allocator<'c, 'a> {
         let current = if r.running_on.len() == 1 { Some(r.running_on[0]) } else { None };
         let eff = |n: NodeId| -> Score {
             let s = table.get(&n).copied().unwrap_or(Score::NEG_INF);
-            if self.cl.nodes[n].available() { s } else { Score::NEG_INF }
+            if self.cl.nodes[n].available() && self.fits(id, n) { s } else { Score::NEG_INF }
         };
         let mut cands: Vec<NodeId> = table.keys().copied().collect();
         cands.sort_by(|&a, &b| {
