@@ -870,7 +870,7 @@ impl<'a> Cluster<'a> {
             // "done" and "error" statuses are re-derived from the rc; others (timeout...) stand.
             let status_ok = op.op_status == 0 || op.op_status == 4;
             let success = status_ok && (rc == target || (rc == 0 && target == 7 && probe) || (rc == 7 && probe) || (rc == 8 && probe));
-            if op.op_status == 7 || (probe && rc == 5) {
+            if probe && (op.op_status == 7 || rc == 5) {
                 // Not installed: stopped and cannot run here.
                 h.role = Role::Stopped;
                 h.not_installed = true;
@@ -937,7 +937,7 @@ impl<'a> Cluster<'a> {
                 }
                 continue;
             }
-            let hard = matches!(rc, 2 | 4 | 5) || (rc == 3 && op.interval_ms == 0) || op.op_status == 5 || op.op_status == 6;
+            let hard = matches!(rc, 2 | 4 | 5) || (rc == 3 && op.interval_ms == 0) || matches!(op.op_status, 5 | 6 | 7);
             if rc == 6 || op.op_status == 6 {
                 self.rscs[id].banned_everywhere = true;
             }
