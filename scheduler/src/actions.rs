@@ -316,7 +316,8 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], colocs: &[crate::constraints::Coloc
             let ma = p.per_rsc[&m].clone();
             if let Some(s) = ma.start {
                 p.order(g.pseudo["start"], s, Flags { implies_then: false, implies_first: true, runnable_left: true, restart: false });
-                p.order(s, g.pseudo["running"], Flags { implies_then: true, implies_first: false, runnable_left: false, restart: false });
+                // A group runs only if all its members can.
+                p.order(s, g.pseudo["running"], Flags { implies_then: true, implies_first: false, runnable_left: true, restart: false });
                 if i + 1 < members.len() {
                     if let Some(ns) = p.per_rsc[&members[i + 1]].start {
                         p.order(s, ns, Flags::MANDATORY_RESTART);
@@ -663,9 +664,9 @@ fn propagate(cl: &Cluster, p: &mut Plan) {
                 // A stop that is not happening does not block anything.
                 let dead_start = f.task == "start" || f.task == "running" || f.task == "promote";
                 if dead_start || !f.optional {
-                    // Name the action that really cannot run, not a group/clone pseudo action
-                    // that only passed it on.
-                    let why = match (&f.reason, f.pseudo && f.node.is_none()) {
+                    // A group/clone "start" pseudo action only passes the cause on: name the
+                    // action that really cannot run. "running" is named itself, as Pacemaker does.
+                    let why = match (&f.reason, f.pseudo && f.node.is_none() && f.task == "start") {
                         (Some(r), true) if r.starts_with("due to unrunnable") => r.clone(),
                         _ => format!("due to unrunnable {}", describe(cl, p, o.first)),
                     };
