@@ -1,5 +1,6 @@
 //! `halo`: the command line: what-if scheduling, sandbox clusters, and the status of a node.
 
+mod cib_cmds;
 mod cluster;
 mod sandbox;
 mod simulate;
@@ -34,6 +35,9 @@ enum Command {
     /// Process groups: send, listen, benchmark.
     #[command(subcommand)]
     Cpg(cluster::CpgCmd),
+    /// Read and change the CIB like cibadmin (for now on a CIB file given with --file).
+    #[command(subcommand)]
+    Cib(cib_cmds::CibCmd),
 }
 
 fn main() {
@@ -48,6 +52,7 @@ fn main() {
         Command::Quorum(cmd) => block_on(cluster::quorum(dir, cmd)),
         Command::Membership(cmd) => block_on(cluster::membership(dir, cmd)),
         Command::Cpg(cmd) => block_on(cluster::cpg(dir, cmd)),
+        Command::Cib(cmd) => std::process::exit(cib_cmds::run(cmd)),
     };
     if let Err(e) = result {
         eprintln!("halo: {e:#}");
