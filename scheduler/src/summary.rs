@@ -26,6 +26,18 @@ fn reason_text(reason: Option<&String>, runnable: bool) -> Option<String> {
     }
 }
 
+/// The reason shown on a Stop line: what blocks it, what prevents the start elsewhere, or
+/// that the resource has nowhere to run.
+fn stop_reason(stop: &crate::actions::Action, start: &crate::actions::Action) -> Option<String> {
+    if !stop.runnable {
+        blocked_stop_reason(stop, start)
+    } else if start.node.is_some() {
+        reason_text(start.reason.as_ref(), true)
+    } else {
+        Some(stop.reason.clone().unwrap_or_else(|| "due to node availability".into()))
+    }
+}
+
 /// Why a stop that cannot run is shown: a resource with nowhere to go stops "due to node
 /// availability"; one that wanted to move names what blocks it; no cause at all is "blocked".
 fn blocked_stop_reason(stop: &crate::actions::Action, start: &crate::actions::Action) -> Option<String> {
@@ -120,14 +132,7 @@ fn resource_lines(cl: &Cluster, p: &Plan, id: RscId) -> Vec<String> {
                 _ => {
                     if stop_required || start.node.is_none() {
                         let s = stop.unwrap();
-                        let reason = if !s.runnable {
-                            blocked_stop_reason(s, start)
-                        } else if start.node.is_some() {
-                            reason_text(start.reason.as_ref(), true)
-                        } else {
-                            Some(s.reason.clone().unwrap_or_else(|| "due to node availability".into()))
-                        };
-                        out.push(fmt_line("Stop", name, &node_name(c), reason.as_deref()));
+                        out.push(fmt_line("Stop", name, &node_name(c), stop_reason(s, start).as_deref()));
                     }
                 }
             }
@@ -195,14 +200,7 @@ fn promotable_lines(cl: &Cluster, p: &Plan, id: RscId) -> Vec<String> {
             out.push(fmt_line(word, name, &format!("{} -> {} {}", node_name(c), node_name(n), role_word(r.next_role)), start.reason.as_deref()));
         }
         (Some(s), _) => {
-            let reason = if !s.runnable {
-                blocked_stop_reason(s, start)
-            } else if start.node.is_some() {
-                reason_text(start.reason.as_ref(), true)
-            } else {
-                Some(s.reason.clone().unwrap_or_else(|| "due to node availability".into()))
-            };
-            out.push(fmt_line("Stop", name, &format!("{cur} {}", node_name(c)), reason.as_deref()));
+            out.push(fmt_line("Stop", name, &format!("{cur} {}", node_name(c)), stop_reason(s, start).as_deref()));
         }
         (None, _) => {
             if let Some(a) = promote {
