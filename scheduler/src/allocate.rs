@@ -251,15 +251,23 @@ impl<'c, 'a> Allocator<'c, 'a> {
             if granted && !standby {
                 continue;
             }
-            let policy = if granted { "stop" } else { t.loss_policy.as_deref().unwrap_or("stop") };
-            // Role-specific dependencies (Promoted) are enforced at promotion, not here.
+            // A ticket on standby stops what needs it gracefully; for the Promoted role the
+            // loss-policy still decides (demote only demotes).
+            let configured = t.loss_policy.as_deref().unwrap_or("stop");
+            let policy = if granted { "stop" } else { configured };
+            // A dependency of the Promoted role only blocks promotion (at promotion time) when
+            // the loss-policy is demote or freeze; losing it with stop or fence takes the whole
+            // resource down.
+            // A ticket never granted ("initial") only keeps the role from being taken.
+            let revoked = state.is_some();
+            let whole = |role: Option<Role>| is_started_role(role) || (revoked && matches!(configured, "stop" | "fence"));
             let mut targets: Vec<RscId> = Vec::new();
-            if is_started_role(crate::constraints::role_of(t.rsc_role.as_deref())) {
+            if whole(crate::constraints::role_of(t.rsc_role.as_deref())) {
                 targets.extend(t.rsc.iter().flat_map(|r| self.cl.resolve_targets(r)));
             }
             for set in &t.sets {
                 let role = crate::constraints::role_of(set.role.as_deref().or(t.rsc_role.as_deref()));
-                if is_started_role(role) {
+                if whole(role) {
                     targets.extend(set.resources.iter().flat_map(|r| self.cl.resolve_targets(r)));
                 }
             }
