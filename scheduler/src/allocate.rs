@@ -487,11 +487,16 @@ impl<'c, 'a> Allocator<'c, 'a> {
         let mut s = None;
         for &p in &prims {
             let r = &self.cl.rscs[p];
-            for key in [format!("master-{}", r.id), format!("master-{}", r.base_id)] {
-                if let Some(v) = node.attrs.get(&key).and_then(|v| Score::parse(v)) {
-                    s = Some(s.map_or(v, |x: Score| x.add(v)));
-                    break;
-                }
+            // The agent names the attribute after the instance it ran as; an anonymous clone's
+            // instance numbers are not stable across runs.
+            let anonymous = matches!(self.cl.rscs[clone].kind, Kind::Clone { unique: false, .. });
+            let mut found = [format!("master-{}", r.id), format!("master-{}", r.base_id)].into_iter().find_map(|k| node.attrs.get(&k).and_then(|v| Score::parse(v)));
+            if found.is_none() && anonymous {
+                // The number it ran under here is the one in its history on this node.
+                found = r.history.get(&n).filter(|h| h.role > Role::Stopped).and_then(|h| node.attrs.get(&format!("master-{}", h.lrm_id))).and_then(|v| Score::parse(v));
+            }
+            if let Some(v) = found {
+                s = Some(s.map_or(v, |x: Score| x.add(v)));
             }
         }
         let mut score = s.unwrap_or(Score(-1));

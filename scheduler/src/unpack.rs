@@ -98,6 +98,8 @@ pub struct NodeHistory {
     pub start_restart_digest: Option<String>,
     /// The last op (by call id) for reporting and digests.
     pub last_call_id: i64,
+    /// The id the history used (an anonymous clone instance may be renumbered).
+    pub lrm_id: String,
 }
 
 #[derive(Debug, Clone)]
@@ -661,11 +663,9 @@ impl<'a> Cluster<'a> {
         // Anonymous clone instances: history may use the bare id or any instance number.
         let candidates: Vec<RscId> = (0..self.rscs.len()).filter(|&i| self.rscs[i].is_primitive() && self.rscs[i].base_id == base && self.rscs[i].id != self.rscs[i].base_id).collect();
         if !candidates.is_empty() {
-            // Prefer an instance already holding history on this node (same group instance), then
-            // the exact id, then the first instance with nothing active yet.
-            if let Some(&c) = candidates.iter().find(|&&c| self.rscs[c].id == lrm_id && !self.instance_busy_elsewhere(c, node)) {
-                return c;
-            }
+            // The instance number in the history of an anonymous clone means nothing: prefer
+            // an instance already holding history on this node (same group instance), then
+            // the first instance with nothing active yet, in the order nodes are read.
             if let Some(&c) = candidates.iter().find(|&&c| self.instance_on_node(c, node)) {
                 return c;
             }
@@ -799,12 +799,18 @@ impl<'a> Cluster<'a> {
                 // Oldest first by call id; pending (-1) last.
                 ops.sort_by_key(|o| if o.call_id < 0 { i64::MAX } else { o.call_id });
                 let id = self.history_target(&lrm.id, node, lrm);
-                let hist = self.reduce_history(id, node, &ops);
+                let mut hist = self.reduce_history(id, node, &ops);
+                hist.lrm_id = lrm.id.clone();
                 if clean_offline && hist.role > Role::Stopped && self.rscs[id].managed && !self.nodes[node].unclean {
                     self.nodes[node].unclean = true;
                     self.nodes[node].fence_reason = Some(format!("{} is thought to be active there", self.rscs[id].id));
                 }
-                self.rscs[id].history.insert(node, hist);
+                // An anonymous clone can leave several records on one node (old instance
+                // numbers): the active one describes the node.
+                let keep_existing = self.rscs[id].history.get(&node).is_some_and(|h| h.role > Role::Stopped && hist.role <= Role::Stopped);
+                if !keep_existing {
+                    self.rscs[id].history.insert(node, hist);
+                }
             }
         }
         self.summarise_history();
