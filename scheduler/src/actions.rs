@@ -535,7 +535,8 @@ fn plan_role_changes(cl: &Cluster, p: &mut Plan) {
 /// Can this move be a live migration (allow-migrate) instead of stop + start?
 fn migratable(cl: &Cluster, p: &Plan, id: RscId) -> Option<(NodeId, NodeId)> {
     let r = &cl.rscs[id];
-    if !r.meta_bool("allow-migrate", false) || cl.clone_of(id).is_some() || r.running_on.len() != 1 {
+    // Remote connections migrate unless told otherwise.
+    if !r.meta_bool("allow-migrate", r.is_remote_connection()) || cl.clone_of(id).is_some() || r.running_on.len() != 1 {
         return None;
     }
     if r.prim.as_ref().is_some_and(|p| p.class == "stonith") {

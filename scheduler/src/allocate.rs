@@ -379,7 +379,21 @@ impl<'c, 'a> Allocator<'c, 'a> {
     }
 
     pub fn allocate_all(&mut self) {
-        let top = self.cl.top.clone();
+        let mut top = self.cl.top.clone();
+        // With a placement strategy, resources that care most about a node go first
+        // (SCHEDULER-NOTES 5.2): priority, then the score of their best available node.
+        if self.cl.options.placement_strategy != "default" {
+            let best = |t: RscId| -> Score {
+                let lead = match self.cl.rscs[t].kind {
+                    Kind::Clone { .. } => self.cl.instances(t).first().and_then(|&i| self.cl.lead_primitive(i)),
+                    _ => self.cl.lead_primitive(t),
+                };
+                lead.and_then(|p| self.base.get(&p))
+                    .and_then(|tb| tb.iter().filter(|(&n, _)| self.cl.nodes[n].available()).map(|(_, &s)| s).max())
+                    .unwrap_or(Score::NEG_INF)
+            };
+            top.sort_by_key(|&t| (std::cmp::Reverse(self.cl.rscs[t].priority), std::cmp::Reverse(best(t))));
+        }
         // Remote connections first: where (and whether) they run decides their nodes' fate.
         for &t in &top {
             if self.cl.rscs[t].is_remote_connection() {
@@ -760,7 +774,18 @@ impl<'c, 'a> Allocator<'c, 'a> {
         if self.cl.options.placement_strategy == "default" {
             return true;
         }
-        let want = utilization_of(self.cl.rscs[id].prim.as_ref().map(|p| p.utilization.as_slice()).unwrap_or(&[]));
+        // A group's first member is placed for the whole group: it needs room for all of it.
+        let r = &self.cl.rscs[id];
+        let members: Vec<RscId> = match r.parent {
+            Some(g) if self.cl.rscs[g].kind == Kind::Group && self.cl.rscs[g].children.first() == Some(&id) => self.cl.rscs[g].children.clone(),
+            _ => vec![id],
+        };
+        let mut want: BTreeMap<String, i64> = BTreeMap::new();
+        for m in members {
+            for (k, v) in utilization_of(self.cl.rscs[m].prim.as_ref().map(|p| p.utilization.as_slice()).unwrap_or(&[])) {
+                *want.entry(k).or_insert(0) += v;
+            }
+        }
         if want.is_empty() {
             return true;
         }
