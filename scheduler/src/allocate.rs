@@ -690,6 +690,15 @@ impl<'c, 'a> Allocator<'c, 'a> {
     }
 
     fn apply_dependent_colocation(&self, table: &mut BTreeMap<NodeId, Score>, c: &PrimColoc) {
+        // A colocation loop: the primary is the resource whose placement led here; it is
+        // placed after us and follows us, so this constraint says nothing yet.
+        let in_progress = match c.primary {
+            Primary::Prim(p) => self.cl.rscs[p].allocating,
+            Primary::CloneSet(p) | Primary::CloneRole(p, _) => self.cl.rscs[p].allocating,
+        };
+        if in_progress {
+            return;
+        }
         let pnodes = self.primary_nodes(c.primary);
         let attr_vals: BTreeSet<Option<&str>> = pnodes.iter().map(|&n| self.node_attr(n, &c.node_attribute)).collect();
         let matches = |n: NodeId| !pnodes.is_empty() && attr_vals.contains(&self.node_attr(n, &c.node_attribute));
