@@ -144,6 +144,9 @@ impl<'c, 'a> Allocator<'c, 'a> {
             }
             let dependents: Vec<RscId> = match cl.rscs[c.dependent].kind {
                 Kind::Clone { .. } => cl.instances(c.dependent).into_iter().filter_map(|i| cl.lead_primitive(i)).collect(),
+                // A mandatory colocation binds every member of a group (an unmanaged first
+                // member does not carry it for the rest); a preference goes to the first only.
+                Kind::Group if c.score.is_inf() || c.score.is_neg_inf() => cl.rscs[c.dependent].children.clone(),
                 _ => cl.lead_primitive(c.dependent).into_iter().collect(),
             };
             for d in dependents {
