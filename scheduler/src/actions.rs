@@ -74,6 +74,8 @@ pub struct Plan {
     pub fenced: Vec<NodeId>,
     /// Resources moving by live migration: (source, target).
     pub migrations: BTreeMap<RscId, (NodeId, NodeId)>,
+    /// Mandatory colocations between primitives: (dependent, primary).
+    pub must_colocate: Vec<(RscId, RscId)>,
 }
 
 impl Plan {
@@ -380,6 +382,11 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], colocs: &[crate::constraints::Coloc
         }
     }
 
+    for c in colocs.iter().filter(|c| c.score.is_inf()) {
+        if let (Some(d), Some(pr)) = (cl.lead_primitive(c.dependent), cl.lead_primitive(c.primary)) {
+            p.must_colocate.push((d, pr));
+        }
+    }
     // Resources that must never share a node: the one leaving stops before the other starts.
     for c in colocs.iter().filter(|c| c.score.is_neg_inf()) {
         let (Some(d), Some(pr)) = (cl.lead_primitive(c.dependent), cl.lead_primitive(c.primary)) else { continue };
@@ -658,6 +665,37 @@ fn propagate(cl: &Cluster, p: &mut Plan) {
     while changed && rounds < 1000 {
         changed = false;
         rounds += 1;
+        // A clone runs if at least one instance can.
+        for (id, r) in cl.rscs.iter().enumerate() {
+            if !matches!(r.kind, Kind::Clone { .. }) {
+                continue;
+            }
+            let Some(running) = p.per_rsc.get(&id).map(|ra| ra.pseudo["running"]) else { continue };
+            let any = r.children.iter().filter_map(|&i| cl.lead_primitive(i)).filter_map(|lp| p.per_rsc.get(&lp).and_then(|ra| ra.start)).any(|s| p.actions[s].runnable && p.actions[s].node.is_some());
+            if !any && p.actions[running].runnable {
+                p.actions[running].runnable = false;
+                changed = true;
+            }
+        }
+        // A resource that must run with another cannot start where that one cannot.
+        for &(d, pr) in &p.must_colocate.clone() {
+            let (Some(ds), Some(ps)) = (p.per_rsc.get(&d).and_then(|ra| ra.start), p.per_rsc.get(&pr).and_then(|ra| ra.start)) else { continue };
+            if !p.actions[ps].runnable && p.actions[ds].runnable && !p.per_rsc[&pr].frozen {
+                p.actions[ds].runnable = false;
+                let why = format!("due to colocation with {}", cl.rscs[pr].id);
+                if p.actions[ds].reason.is_none() {
+                    p.actions[ds].reason = Some(why.clone());
+                }
+                // Where it runs now it has to go.
+                for st in p.per_rsc[&d].stops.clone() {
+                    if p.actions[st].optional {
+                        p.actions[st].optional = false;
+                        p.actions[st].reason.get_or_insert(why.clone());
+                    }
+                }
+                changed = true;
+            }
+        }
         for i in 0..p.orderings.len() {
             let o = p.orderings[i].clone();
             let (f, t) = (p.actions[o.first].clone(), p.actions[o.then].clone());
