@@ -2,7 +2,7 @@
 //! shutdown, orderings between them, and the propagation of "required" and
 //! "unrunnable" along orderings (SCHEDULER-NOTES 6-11).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::constraints::{OrderC, OrderKind};
 use crate::unpack::{Cluster, Kind, NodeId, RscId};
@@ -98,6 +98,13 @@ impl Plan {
     }
 }
 
+/// Nodes where a primitive must not be probed.
+#[derive(Default)]
+struct Discovery {
+    never: BTreeSet<NodeId>,
+    exclusive: Option<BTreeSet<NodeId>>,
+}
+
 fn new_action(rsc: Option<RscId>, task: &str, node: Option<NodeId>) -> Action {
     Action { rsc, task: task.into(), interval_ms: 0, node, pseudo: false, optional: true, runnable: true, reason: None, fence: None, priority: 0 }
 }
@@ -111,7 +118,35 @@ impl Cluster<'_> {
         self.have_quorum || self.options.no_quorum_policy == "ignore"
     }
 
-    fn probe_allowed(&self, r: RscId, n: NodeId) -> bool {
+    /// Where `resource-discovery` forbids probing each primitive (read once per run).
+    fn discovery_limits(&self) -> BTreeMap<RscId, Discovery> {
+        let mut out: BTreeMap<RscId, Discovery> = BTreeMap::new();
+        for loc in &self.cib.config.constraints.locations {
+            let mode = loc.resource_discovery.as_deref();
+            if !matches!(mode, Some("never") | Some("exclusive")) {
+                continue;
+            }
+            let node = loc.node.as_deref().and_then(|x| self.node_by_name(x));
+            for t in self.location_targets(loc) {
+                for prim in self.primitives_of(t) {
+                    let d = out.entry(prim).or_default();
+                    match (mode, node) {
+                        (Some("never"), Some(n)) => {
+                            d.never.insert(n);
+                        }
+                        (Some("exclusive"), n) => {
+                            let ex = d.exclusive.get_or_insert_with(BTreeSet::new);
+                            ex.extend(n);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn probe_allowed(&self, r: RscId, n: NodeId, discovery: &BTreeMap<RscId, Discovery>) -> bool {
         let node = &self.nodes[n];
         if !node.online || node.unclean || node.pending || !self.options.enable_startup_probes {
             return false;
@@ -129,30 +164,8 @@ impl Cluster<'_> {
             return false;
         }
         // resource-discovery=never on this node, or exclusive elsewhere.
-        let mut exclusive_nodes: Option<Vec<NodeId>> = None;
-        for loc in &self.cib.config.constraints.locations {
-            let targets = self.location_targets(loc);
-            let applies = targets.iter().any(|&t| self.primitives_of(t).contains(&r));
-            if !applies {
-                continue;
-            }
-            match loc.resource_discovery.as_deref() {
-                Some("never") => {
-                    if loc.node.as_deref() == Some(node.name.as_str()) {
-                        return false;
-                    }
-                }
-                Some("exclusive") => {
-                    let list = exclusive_nodes.get_or_insert_with(Vec::new);
-                    if let Some(nn) = loc.node.as_deref().and_then(|x| self.node_by_name(x)) {
-                        list.push(nn);
-                    }
-                }
-                _ => {}
-            }
-        }
-        if let Some(list) = exclusive_nodes {
-            if !list.contains(&n) {
+        if let Some(d) = discovery.get(&r) {
+            if d.never.contains(&n) || d.exclusive.as_ref().is_some_and(|ex| !ex.contains(&n)) {
                 return false;
             }
         }
@@ -186,6 +199,7 @@ impl Cluster<'_> {
 /// Build every action and ordering for the allocated cluster.
 pub fn plan(cl: &Cluster, orders: &[OrderC], colocs: &[crate::constraints::Coloc], clear_failcounts: &[(RscId, NodeId)]) -> Plan {
     let mut p = Plan::default();
+    let discovery = cl.discovery_limits();
     let fencing = cl.fencing_possible();
     let any_managed = cl.rscs.iter().any(|r| r.managed);
     // Fencing of unclean nodes.
@@ -232,7 +246,7 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], colocs: &[crate::constraints::Coloc
         // Probes: the resource's state must be known everywhere before it starts anywhere.
         let mut probes = Vec::new();
         for n in 0..cl.nodes.len() {
-            if cl.probe_allowed(id, n) && probe_this_instance(cl, id, n) {
+            if cl.probe_allowed(id, n, &discovery) && probe_this_instance(cl, id, n) {
                 let mut a = new_action(Some(id), "monitor", Some(n));
                 a.optional = false;
                 a.priority = r.priority;
@@ -660,25 +674,33 @@ fn describe(cl: &Cluster, p: &Plan, id: ActionId) -> String {
 
 /// Run the orderings' implications to a fixed point.
 fn propagate(cl: &Cluster, p: &mut Plan) {
+    // Each clone's "running" pseudo action with its instances' starts (computed once).
+    let clone_runs: Vec<(ActionId, Vec<ActionId>)> = cl
+        .rscs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r.kind, Kind::Clone { .. }))
+        .filter_map(|(id, r)| {
+            let running = p.per_rsc.get(&id)?.pseudo["running"];
+            let starts = r.children.iter().filter_map(|&i| cl.lead_primitive(i)).filter_map(|lp| p.per_rsc.get(&lp).and_then(|ra| ra.start)).collect();
+            Some((running, starts))
+        })
+        .collect();
+    let must_colocate = p.must_colocate.clone();
     let mut changed = true;
     let mut rounds = 0;
     while changed && rounds < 1000 {
         changed = false;
         rounds += 1;
         // A clone runs if at least one instance can.
-        for (id, r) in cl.rscs.iter().enumerate() {
-            if !matches!(r.kind, Kind::Clone { .. }) {
-                continue;
-            }
-            let Some(running) = p.per_rsc.get(&id).map(|ra| ra.pseudo["running"]) else { continue };
-            let any = r.children.iter().filter_map(|&i| cl.lead_primitive(i)).filter_map(|lp| p.per_rsc.get(&lp).and_then(|ra| ra.start)).any(|s| p.actions[s].runnable && p.actions[s].node.is_some());
-            if !any && p.actions[running].runnable {
-                p.actions[running].runnable = false;
+        for (running, starts) in &clone_runs {
+            if p.actions[*running].runnable && !starts.iter().any(|&s| p.actions[s].runnable && p.actions[s].node.is_some()) {
+                p.actions[*running].runnable = false;
                 changed = true;
             }
         }
         // A resource that must run with another cannot start where that one cannot.
-        for &(d, pr) in &p.must_colocate.clone() {
+        for &(d, pr) in &must_colocate {
             let (Some(ds), Some(ps)) = (p.per_rsc.get(&d).and_then(|ra| ra.start), p.per_rsc.get(&pr).and_then(|ra| ra.start)) else { continue };
             if !p.actions[ps].runnable && p.actions[ds].runnable && !p.per_rsc[&pr].frozen {
                 p.actions[ds].runnable = false;
