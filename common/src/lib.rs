@@ -3,10 +3,12 @@
 //! - [`config`]: the cluster configuration file (corosync.conf syntax plus a
 //!   `halo { }` section), parsed into typed values with line-numbered errors,
 //!   and written back.
+//! - [`args`]: the command line every daemon takes.
 //! - [`authkey`]: the cluster key file and the packet key derived from it.
 //! - [`paths`]: every file and directory a node uses, derived from its config,
 //!   so several nodes can run on one host.
 
+pub mod args;
 pub mod authkey;
 pub mod config;
 pub mod paths;

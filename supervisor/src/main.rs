@@ -3,21 +3,19 @@
 
 mod children;
 
-use std::path::PathBuf;
-
 use anyhow::{anyhow, Context, Result};
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    let (mut config, mut node) = (PathBuf::from("/etc/halo/corosync.conf"), None);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--config" => config = args.next().context("--config needs a path")?.into(),
-            "--node" => node = Some(args.next().context("--node needs a name")?),
-            other => anyhow::bail!("unknown argument '{other}'; usage: halod [--config PATH] [--node NAME]"),
-        }
+async fn main() {
+    // One line on failure, as every halo command: what failed and why.
+    if let Err(e) = run().await {
+        eprintln!("halod: {e:#}");
+        std::process::exit(1);
     }
+}
+
+async fn run() -> Result<()> {
+    let common::args::DaemonArgs { config, node } = common::args::DaemonArgs::parse("halod", std::env::args().skip(1)).map_err(|e| anyhow!("{e}"))?;
     let parsed = common::config::ClusterConfig::load(&config).map_err(|e| anyhow!("{e}"))?;
     let paths = common::paths::NodePaths::from_config(&parsed.config);
     paths.create_dirs().context("cannot create the node's directories")?;

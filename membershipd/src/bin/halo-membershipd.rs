@@ -1,21 +1,20 @@
 //! halo-membershipd: totem membership, quorum and process groups for one node.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 
 #[tokio::main]
-async fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    let (mut config, mut node) = (PathBuf::from("/etc/halo/corosync.conf"), None);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--config" => config = args.next().context("--config needs a path")?.into(),
-            "--node" => node = Some(args.next().context("--node needs a name")?),
-            other => anyhow::bail!("unknown argument '{other}'; usage: halo-membershipd [--config PATH] [--node NAME]"),
-        }
+async fn main() {
+    // One line on failure, as every halo command: what failed and why.
+    if let Err(e) = run().await {
+        eprintln!("halo-membershipd: {e:#}");
+        std::process::exit(1);
     }
+}
+
+async fn run() -> Result<()> {
+    let common::args::DaemonArgs { config, node } = common::args::DaemonArgs::parse("halo-membershipd", std::env::args().skip(1)).map_err(|e| anyhow!("{e}"))?;
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HALO_LOG").unwrap_or_else(|_| "info".into())).init();
     let setup = membershipd::Setup::load(&config, node.as_deref())?;
     let sock = setup.socket_path();
