@@ -1,7 +1,7 @@
 //! `halo cib ...`: cibadmin-style reads and writes of the CIB (CIB-NOTES.md §3).
 //!
-//! Until halo-cibd exists the commands act on a CIB file (`--file F`), like
-//! `CIB_file=F cibadmin ...`. A write is all or nothing: the file is locked,
+//! With `--file F` the commands act on a CIB file, like `CIB_file=F cibadmin ...`;
+//! without it they ask the node's halo-cibd (`cib_live.rs`). On a file, a write is all or nothing: the file is locked,
 //! read, changed in memory with `cib::ops::apply_validated` (version bump and
 //! re-validation), and only then replaced atomically (temporary file in the same
 //! directory, fsync, rename, fsync of the directory). A refused write leaves the
@@ -20,26 +20,11 @@ use cib::xml::{self, Document, Element, Node};
 use cib::CibError;
 use clap::{Args, Subcommand};
 
-/// Generic failure; also cibadmin's "Application of update diff failed" (patch newer than the CIB).
-pub const EX_ERROR: i32 = 1;
-/// Bad arguments (CRM_EX_USAGE): unknown section, unsupported xpath, impossible request.
-pub const EX_USAGE: i32 = 64;
-/// An input file cannot be read (CRM_EX_NOINPUT).
-pub const EX_NOINPUT: i32 = 66;
-/// The CIB file cannot be written (CRM_EX_CANTCREAT).
-pub const EX_CANTCREAT: i32 = 73;
-/// Unparsable input or a result that fails validation (CRM_EX_CONFIG; cibadmin's schema error).
-pub const EX_CONFIG: i32 = 78;
-/// Counters would go backwards, or a stale patch (CRM_EX_OLD).
-pub const EX_OLD: i32 = 103;
-/// No such object (CRM_EX_NOSUCH, "No such device or address").
-pub const EX_NOSUCH: i32 = 105;
-/// The object already exists (CRM_EX_EXISTS, "File exists").
-pub const EX_EXISTS: i32 = 108;
+use cib::cibadmin::{exit_code, EX_CANTCREAT, EX_CONFIG, EX_ERROR, EX_NOINPUT, EX_USAGE};
 
-const FILE_MODE: &str = "Without a running cluster the commands act on a CIB file given with --file \
-(like `CIB_file=F cibadmin ...`); --file is required for now and will become optional \
-(selecting file mode) when halo-cibd exists.";
+const FILE_MODE: &str = "The commands act on the running cluster through the node's halo-cibd (the node \
+selected with --dir, else /etc/halo/corosync.conf); with --file F they act on a CIB file instead \
+(like `CIB_file=F cibadmin ...`).";
 
 #[derive(Subcommand)]
 #[command(after_help = FILE_MODE)]
@@ -128,13 +113,25 @@ pub enum CibCmd {
         #[arg(value_name = "PATCHFILE")]
         patch: PathBuf,
     },
+    /// Print each committed change of the running cluster's CIB as a v2 patchset, until interrupted.
+    Watch,
+    /// Raft state of the node's CIB replica: leader, term, voters, learners, indexes, version.
+    Status,
+    /// Set the CIB's raft voters (normally controld's job after fencing): e.g. `--set 1,2`.
+    ///
+    /// Shrinking to the nodes of a quorate partition is safe only once the others are fenced.
+    /// A node being added back must be a caught-up learner.
+    Voters {
+        #[arg(long, value_delimiter = ',', required = true, value_name = "IDS")]
+        set: Vec<u64>,
+    },
 }
 
 #[derive(Args)]
 pub struct Target {
-    /// The CIB file to act on (required until halo-cibd exists).
+    /// Act on this CIB file instead of the running cluster.
     #[arg(long, value_name = "F")]
-    file: PathBuf,
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -150,30 +147,28 @@ pub struct Input {
 
 /// A refusal: the exit code and the one line to print after `halo: `.
 #[derive(Debug)]
-struct Fail {
-    code: i32,
-    msg: String,
+pub(crate) struct Fail {
+    pub code: i32,
+    pub msg: String,
 }
 
-fn fail(code: i32, msg: impl Into<String>) -> Fail {
+pub(crate) fn fail(code: i32, msg: impl Into<String>) -> Fail {
     Fail { code, msg: msg.into() }
 }
 
 /// Run a `halo cib` command; the process exit code.
-pub fn run(cmd: CibCmd) -> i32 {
-    let r = match cmd {
-        CibCmd::Query { target, section, xpath } => query(&target.file, section.as_deref(), xpath.as_deref()),
-        CibCmd::Replace { target, section, new } => {
-            write(&target.file, "replace in", read_xml(&new, "NEWFILE").map(|xml| Op::Replace { section, xml }))
-        }
-        CibCmd::Modify { target, input } => write(&target.file, "modify", input.element().map(|xml| Op::Modify { xml })),
-        CibCmd::Create { target, section, input } => {
-            write(&target.file, "create in", input.element().map(|xml| Op::Create { section, xml }))
-        }
-        CibCmd::Delete { target, input } => write(&target.file, "delete from", input.element().map(|xml| Op::Delete { xml })),
-        CibCmd::Diff { old, new } => diff(&old, &new),
-        CibCmd::Patch { target, patch } => write(&target.file, "patch", read_xml(&patch, "PATCHFILE").map(|diff| Op::Patch { diff })),
+pub fn run(cmd: CibCmd, dir: Option<&Path>) -> i32 {
+    let live = match &cmd {
+        CibCmd::Query { target, .. }
+        | CibCmd::Replace { target, .. }
+        | CibCmd::Modify { target, .. }
+        | CibCmd::Create { target, .. }
+        | CibCmd::Delete { target, .. }
+        | CibCmd::Patch { target, .. } => target.file.is_none(),
+        CibCmd::Diff { .. } => false,
+        CibCmd::Watch | CibCmd::Status | CibCmd::Voters { .. } => true,
     };
+    let r = if live { crate::cib_live::run(cmd, dir) } else { run_on_file(cmd) };
     match r {
         Ok(code) => code,
         Err(f) => {
@@ -184,8 +179,26 @@ pub fn run(cmd: CibCmd) -> i32 {
     }
 }
 
+fn run_on_file(cmd: CibCmd) -> Result<i32, Fail> {
+    let file = |t: Target| t.file.expect("file mode has a file");
+    match cmd {
+        CibCmd::Query { target, section, xpath } => query(&file(target), section.as_deref(), xpath.as_deref()),
+        CibCmd::Replace { target, section, new } => {
+            write(&file(target), "replace in", read_xml(&new, "NEWFILE").map(|xml| Op::Replace { section, xml }))
+        }
+        CibCmd::Modify { target, input } => write(&file(target), "modify", input.element().map(|xml| Op::Modify { xml })),
+        CibCmd::Create { target, section, input } => {
+            write(&file(target), "create in", input.element().map(|xml| Op::Create { section, xml }))
+        }
+        CibCmd::Delete { target, input } => write(&file(target), "delete from", input.element().map(|xml| Op::Delete { xml })),
+        CibCmd::Diff { old, new } => diff(&old, &new),
+        CibCmd::Patch { target, patch } => write(&file(target), "patch", read_xml(&patch, "PATCHFILE").map(|diff| Op::Patch { diff })),
+        CibCmd::Watch | CibCmd::Status | CibCmd::Voters { .. } => unreachable!("live-only commands never reach file mode"),
+    }
+}
+
 impl Input {
-    fn element(&self) -> Result<Element, Fail> {
+    pub(crate) fn element(&self) -> Result<Element, Fail> {
         match (&self.xml, &self.xml_file) {
             (Some(s), _) => parse_input(s, "--xml"),
             (None, Some(p)) => read_xml(p, "--xml-file"),
@@ -199,7 +212,7 @@ fn read_text(path: &Path, role: &str) -> Result<String, Fail> {
 }
 
 /// The root element of an XML input file.
-fn read_xml(path: &Path, role: &str) -> Result<Element, Fail> {
+pub(crate) fn read_xml(path: &Path, role: &str) -> Result<Element, Fail> {
     parse_input(&read_text(path, role)?, &format!("{role} {}", path.display()))
 }
 
@@ -211,43 +224,13 @@ fn parse_doc(path: &Path, src: &str) -> Result<Document, Fail> {
     xml::parse(src).map_err(|e| fail(EX_CONFIG, format!("{} is not a readable CIB: {e}", path.display())))
 }
 
-/// The exit code cibadmin gives for an error of this kind.
-fn exit_code(e: &CibError) -> i32 {
-    match e {
-        CibError::NotFound { .. } => EX_NOSUCH,
-        CibError::AlreadyExists { .. } => EX_EXISTS,
-        CibError::StaleUpdate { .. } => EX_OLD,
-        CibError::PatchVersionMismatch { from, current, .. } => {
-            // CIB behind the patch: cibadmin asks for a full refresh (1); CIB ahead: stale patch (103).
-            if parse_version(current) < parse_version(from) {
-                EX_ERROR
-            } else {
-                EX_OLD
-            }
-        }
-        CibError::BadPatch(_) => EX_ERROR,
-        CibError::UnknownSection(_) | CibError::UnsupportedXpath { .. } | CibError::BadRequest(_) => EX_USAGE,
-        CibError::Xml { .. }
-        | CibError::NotACib { .. }
-        | CibError::DuplicateId { .. }
-        | CibError::DanglingReference { .. }
-        | CibError::MissingAttribute { .. }
-        | CibError::InvalidValue { .. }
-        | CibError::UnsupportedSchema(_) => EX_CONFIG,
-    }
-}
-
-fn parse_version(s: &str) -> Vec<u64> {
-    s.split('.').map(|p| p.parse().unwrap_or(0)).collect()
-}
-
 // ---------------------------------------------------------------------------
 // Reads
 
 fn query(file: &Path, section: Option<&str>, xpath: Option<&str>) -> Result<i32, Fail> {
     let src = read_text(file, "CIB file")?;
     let doc = parse_doc(file, &src)?;
-    let found = ops::query(&doc, section, xpath).map_err(|e| {
+    let (out, _) = cib::cibadmin::query_text(&doc, section, xpath).map_err(|e| {
         let hint = match &e {
             CibError::NotFound { .. } if xpath.is_some() => {
                 format!("; check the path, e.g. `halo cib query --file {} --xpath \"//*[@id='ID']\"`", file.display())
@@ -257,36 +240,8 @@ fn query(file: &Path, section: Option<&str>, xpath: Option<&str>) -> Result<i32,
         };
         fail(exit_code(&e), format!("query of {}: {e}{hint}", file.display()))
     })?;
-    let mut out = String::new();
-    if found.len() == 1 {
-        out.push_str(&dedented(&found[0]));
-    } else {
-        out.push_str("<xpath-query>\n");
-        for e in &found {
-            out.push_str("  ");
-            out.push_str(&dedented(e).replace('\n', "\n  "));
-            out.push('\n');
-        }
-        out.push_str("</xpath-query>");
-    }
-    out.push('\n');
     std::io::stdout().write_all(out.as_bytes()).map_err(|e| fail(EX_ERROR, format!("cannot write the query result: {e}")))?;
     Ok(0)
-}
-
-/// An element's text with its indentation in the file removed, so a nested element
-/// prints flush left. The indentation is read off the blank text before its end tag.
-fn dedented(e: &Element) -> String {
-    let text = e.to_xml();
-    let lead = match e.children.last() {
-        Some(Node::Text(t)) if t.trim().is_empty() => t.rsplit('\n').next().filter(|_| t.contains('\n')).unwrap_or(""),
-        _ => "",
-    };
-    if lead.is_empty() {
-        text
-    } else {
-        text.replace(&format!("\n{lead}"), "\n")
-    }
 }
 
 fn diff(old: &Path, new: &Path) -> Result<i32, Fail> {
@@ -302,7 +257,7 @@ fn diff(old: &Path, new: &Path) -> Result<i32, Fail> {
 }
 
 /// Indent the patch's own elements; created subtrees and change results are written as they are.
-fn pretty_patch(e: &Element, depth: usize, out: &mut String) {
+pub(crate) fn pretty_patch(e: &Element, depth: usize, out: &mut String) {
     const ENVELOPE: [&str; 4] = ["diff", "version", "change", "change-list"];
     let solid: Vec<&Node> = e.children.iter().filter(|n| !matches!(n, Node::Text(t) if t.trim().is_empty())).collect();
     if !ENVELOPE.contains(&e.name.as_str()) || solid.is_empty() {

@@ -1,6 +1,7 @@
 //! `halo`: the command line: what-if scheduling, sandbox clusters, and the status of a node.
 
 mod cib_cmds;
+mod cib_live;
 mod cluster;
 mod sandbox;
 mod simulate;
@@ -35,7 +36,7 @@ enum Command {
     /// Process groups: send, listen, benchmark.
     #[command(subcommand)]
     Cpg(cluster::CpgCmd),
-    /// Read and change the CIB like cibadmin (for now on a CIB file given with --file).
+    /// Read and change the CIB like cibadmin: the running cluster's, or a file's with --file.
     #[command(subcommand)]
     Cib(cib_cmds::CibCmd),
 }
@@ -52,7 +53,7 @@ fn main() {
         Command::Quorum(cmd) => block_on(cluster::quorum(dir, cmd)),
         Command::Membership(cmd) => block_on(cluster::membership(dir, cmd)),
         Command::Cpg(cmd) => block_on(cluster::cpg(dir, cmd)),
-        Command::Cib(cmd) => std::process::exit(cib_cmds::run(cmd)),
+        Command::Cib(cmd) => std::process::exit(cib_cmds::run(cmd, dir)),
     };
     if let Err(e) = result {
         eprintln!("halo: {e:#}");

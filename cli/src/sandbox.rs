@@ -97,6 +97,8 @@ fn create(dir: &Path, nodes: u32, port: u16, token: u64) -> Result<()> {
         c.totem.port = port;
         c.totem.token_ms = token;
         c.nodes = entries.clone();
+        // As pcs does for a two-node cluster: either node alone keeps quorum (fencing decides).
+        c.quorum.two_node = nodes == 2;
         c.halo.state_dir = ndir.join("state");
         c.halo.run_dir = ndir.join("run");
         c.halo.log_dir = ndir.join("log");

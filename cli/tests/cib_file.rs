@@ -388,12 +388,12 @@ fn rng_check_is_not_vacuous() {
 }
 
 #[test]
-fn help_says_file_mode_is_for_now() {
+fn help_says_what_file_mode_is() {
     for args in [&["cib", "--help"][..], &["cib", "modify", "--help"][..]] {
         let r = halo(args);
         assert_eq!(r.code, 0);
         assert!(
-            r.stdout.contains("act on a CIB file") && r.stdout.contains("will become optional") && r.stdout.contains("halo-cibd"),
+            r.stdout.contains("act on a CIB file") && r.stdout.contains("--file F") && r.stdout.contains("halo-cibd"),
             "{}",
             r.stdout
         );

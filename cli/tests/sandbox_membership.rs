@@ -2,95 +2,12 @@
 //! Every process is started through `halo sandbox start` and killed by its pid file's
 //! process group; the guard below kills whatever is left even when an assertion fails.
 
+mod support;
+
 use std::net::UdpSocket;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-const HALO: &str = env!("CARGO_BIN_EXE_halo");
-
-struct Sandbox {
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Sandbox {
-    fn create(name: &str, nodes: u32) -> Sandbox {
-        let dir = std::env::temp_dir().join(format!("halo-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        // A port per test run so parallel runs and a real cluster never meet.
-        let salt: u32 = name.bytes().map(u32::from).sum();
-        let port = 20000 + ((std::process::id() * 13 + salt * 101) % 20000) as u16;
-        let out = Command::new(HALO).args(["sandbox", "create"]).arg(&dir).args(["--nodes", &nodes.to_string(), "--port", &port.to_string()]).output().unwrap();
-        assert!(out.status.success(), "sandbox create: {}", String::from_utf8_lossy(&out.stderr));
-        Sandbox { dir, port }
-    }
-
-    fn start(&self, node: &str) {
-        let out = Command::new(HALO).args(["sandbox", "start"]).arg(&self.dir).arg(node).output().unwrap();
-        assert!(out.status.success(), "start {node}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    fn kill(&self, node: &str) {
-        let out = Command::new(HALO).args(["sandbox", "kill"]).arg(&self.dir).arg(node).output().unwrap();
-        assert!(out.status.success(), "kill {node}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    fn node_dir(&self, node: &str) -> PathBuf {
-        self.dir.join(node)
-    }
-
-    fn json(&self, node: &str, what: &str) -> Option<serde_json::Value> {
-        let d = self.node_dir(node);
-        let out = Command::new(HALO).arg("--dir").arg(&d).args([what, "status", "--output", "json"]).output().ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&out.stdout).ok()
-    }
-
-    fn quorum(&self, node: &str) -> Option<(bool, Vec<u64>)> {
-        let v = self.json(node, "quorum")?;
-        let members = v["members"].as_array()?.iter().filter_map(|m| m["nodeid"].as_u64()).collect();
-        Some((v["quorate"].as_bool()?, members))
-    }
-
-    /// Poll until `pred` holds for `node`'s quorum view, or panic at the deadline.
-    fn wait_quorum(&self, node: &str, within: Duration, what: &str, pred: impl Fn(bool, &[u64]) -> bool) -> Duration {
-        let t0 = Instant::now();
-        loop {
-            if let Some((q, m)) = self.quorum(node) {
-                if pred(q, &m) {
-                    return t0.elapsed();
-                }
-            }
-            assert!(t0.elapsed() < within, "{node}: {what} not reached within {within:?} (last: {:?})", self.quorum(node));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn packets(&self, node: &str) -> serde_json::Value {
-        self.json(node, "membership").expect("membership status")["packets"].clone()
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        for n in ["node1", "node2", "node3"] {
-            let pidf = self.dir.join(n).join("halod.pid");
-            if let Some(pid) = std::fs::read_to_string(&pidf).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
-                // SAFETY: SIGKILL to the process group of a halod this test started.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn have_loopback_aliases() -> bool {
-    UdpSocket::bind("127.0.0.13:0").is_ok()
-}
+use support::*;
 
 #[test]
 fn three_nodes_form_lose_and_regain_quorum() {

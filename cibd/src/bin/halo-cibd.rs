@@ -1,0 +1,31 @@
+//! halo-cibd: the replicated CIB of one node.
+
+use std::os::unix::fs::PermissionsExt;
+
+use anyhow::{anyhow, Context, Result};
+
+#[tokio::main]
+async fn main() {
+    // One line on failure, as every halo command: what failed and why.
+    if let Err(e) = run().await {
+        eprintln!("halo-cibd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<()> {
+    let args = common::args::DaemonArgs::parse("halo-cibd", std::env::args().skip(1)).map_err(|e| anyhow!("{e}"))?;
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HALO_LOG").unwrap_or_else(|_| "info".into())).init();
+    // --node is accepted for symmetry with the other daemons; the local node is the one
+    // halo-membershipd runs as.
+    let setup = cibd::daemon::Setup::load(&args.config)?;
+    let sock = setup.socket_path();
+    let _ = std::fs::remove_file(&sock);
+    let listener = tokio::net::UnixListener::bind(&sock).with_context(|| format!("cannot bind {}", sock.display()))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
+    };
+    cibd::daemon::run(setup, listener, shutdown).await
+}

@@ -1,0 +1,206 @@
+//! The CIB as a replicated state machine: the document every node derives from the same
+//! committed log. Pure and deterministic — the same entries applied to the same start give
+//! the same document on every node, including the same refusals.
+//!
+//! A log entry is a [`proto::cib::LogEntry`]: the write (`WriteRequest`, its XML as text)
+//! and the node, incarnation and request number of the client waiting for it. A write that
+//! the leader accepted can still be refused here (another write committed before it changed
+//! the CIB); then it is a no-op on every node and its origin answers the client with the
+//! refusal.
+
+use cib::cibadmin;
+use cib::ops::{self, Op, Version};
+use cib::xml::{self, Document, Element};
+use cib::CibError;
+use proto::cib as pb;
+use proto::cib::cib_error::Kind;
+use proto::cib::write_request::Op as WireOp;
+
+/// `crm_feature_set` of the CIBs halo creates (Pacemaker 2.1.5's).
+const FEATURE_SET: &str = "3.16.1";
+
+/// The document a new cluster starts from: what `cibadmin --empty` writes, with the
+/// nodes of the cluster configuration (`(nodeid, name)`). Every node computes the same one.
+pub fn genesis(nodes: &[(u32, String)]) -> Document {
+    let mut root = Element::new("cib");
+    root.set_attr("crm_feature_set", FEATURE_SET);
+    root.set_attr("validate-with", "pacemaker-3.9");
+    root.set_attr("epoch", "1");
+    root.set_attr("num_updates", "0");
+    root.set_attr("admin_epoch", "0");
+    let mut conf = Element::new("configuration");
+    conf.push(Element::new("crm_config"));
+    let mut list = Element::new("nodes");
+    for (id, name) in nodes {
+        let mut n = Element::new("node");
+        n.set_attr("id", &id.to_string());
+        n.set_attr("uname", name);
+        list.push(n);
+    }
+    conf.push(list);
+    conf.push(Element::new("resources"));
+    conf.push(Element::new("constraints"));
+    root.push(conf);
+    root.push(Element::new("status"));
+    // Through text, so the stored document is exactly what a reader of its XML would see.
+    xml::parse(&Document { prolog: Vec::new(), root, epilog: Vec::new() }.to_xml()).expect("the genesis CIB is well-formed")
+}
+
+/// A refusal as the wire carries it.
+pub fn refusal(kind: Kind, exit_code: i32, message: impl Into<String>) -> pb::CibError {
+    pb::CibError { kind: kind as i32, message: message.into(), exit_code }
+}
+
+/// A CIB error as the wire carries it, with cibadmin's exit code.
+pub fn cib_refusal(e: &CibError) -> pb::CibError {
+    let kind = match e {
+        CibError::NotFound { .. } => Kind::NotFound,
+        CibError::AlreadyExists { .. } => Kind::Exists,
+        CibError::StaleUpdate { .. } | CibError::PatchVersionMismatch { .. } => Kind::Stale,
+        _ => Kind::Invalid,
+    };
+    refusal(kind, cibadmin::exit_code(e), e.to_string())
+}
+
+/// Read a write off the wire: its XML must be well-formed; the operation must be given.
+pub fn decode_write(w: &pb::WriteRequest) -> Result<Op, CibError> {
+    let parse = |s: &str, what: &str| {
+        xml::parse(s).map(|d| d.root).map_err(|e| match e {
+            CibError::Xml { line, message } => CibError::Xml { line, message: format!("{message} (in the {what})") },
+            other => other,
+        })
+    };
+    let section = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    match w.op.as_ref() {
+        None => Err(CibError::BadRequest("the write names no operation".into())),
+        Some(WireOp::Replace(r)) => Ok(Op::Replace { section: section(&r.section), xml: parse(&r.xml, "replacement")? }),
+        Some(WireOp::Modify(m)) => Ok(Op::Modify { xml: parse(&m.xml, "object")? }),
+        Some(WireOp::Create(c)) => {
+            if c.section.is_empty() {
+                return Err(CibError::BadRequest("create needs a section (e.g. resources)".into()));
+            }
+            Ok(Op::Create { section: c.section.clone(), xml: parse(&c.xml, "object")? })
+        }
+        Some(WireOp::Delete(d)) => Ok(Op::Delete { xml: parse(&d.xml, "object")? }),
+        Some(WireOp::Patch(p)) => Ok(Op::Patch { diff: parse(&p.xml, "patch")? }),
+    }
+}
+
+/// What one applied write did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub version: Version,
+    pub changed: bool,
+}
+
+/// The replicated document and the last log index applied to it.
+pub struct CibMachine {
+    doc: Document,
+    index: u64,
+}
+
+impl CibMachine {
+    pub fn new(doc: Document, index: u64) -> CibMachine {
+        CibMachine { doc, index }
+    }
+
+    /// A state machine from a snapshot's data (the CIB's XML).
+    pub fn from_snapshot(data: &[u8], index: u64) -> Result<CibMachine, CibError> {
+        let text = std::str::from_utf8(data).map_err(|_| CibError::BadRequest("snapshot is not UTF-8".into()))?;
+        Ok(CibMachine { doc: xml::parse(text)?, index })
+    }
+
+    pub fn doc(&self) -> &Document {
+        &self.doc
+    }
+
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    pub fn version(&self) -> Version {
+        Version::of(&self.doc.root)
+    }
+
+    /// The snapshot's data: the CIB's XML.
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.doc.to_xml().into_bytes()
+    }
+
+    /// What `op` would do now, without doing it (the leader's check before proposing).
+    pub fn check(&self, op: &Op) -> Result<(), CibError> {
+        ops::apply_validated(&self.doc, op).map(|_| ())
+    }
+
+    /// Apply the committed entry at `index`: the write's outcome, and the patch from the
+    /// old document when it changed something and `want_patch`.
+    pub fn apply(&mut self, index: u64, op: &Op, want_patch: bool) -> (Result<Applied, CibError>, Option<Element>) {
+        self.index = index;
+        match ops::apply_validated(&self.doc, op) {
+            Err(e) => (Err(e), None),
+            Ok(next) => {
+                let changed = !ops::same(&self.doc.root, &next.doc.root);
+                let patch = (changed && want_patch).then(|| cib::diff::diff(&self.doc, &next.doc));
+                if changed {
+                    self.doc = next.doc;
+                }
+                (Ok(Applied { version: self.version(), changed }), patch)
+            }
+        }
+    }
+
+    /// Skip an entry that carries no write (raft's empty entries, an undecodable one).
+    pub fn skip(&mut self, index: u64) {
+        self.index = index;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(xml: &str) -> Op {
+        Op::Create { section: "resources".into(), xml: xml::parse(xml).unwrap().root }
+    }
+
+    #[test]
+    fn genesis_is_valid_and_deterministic() {
+        let nodes = vec![(1, "node1".to_string()), (2, "node2".to_string())];
+        let a = genesis(&nodes);
+        assert_eq!(a.to_xml(), genesis(&nodes).to_xml());
+        cib::Cib::from_document(a.clone()).expect("genesis validates");
+        assert_eq!(Version::of(&a.root), Version { admin_epoch: 0, epoch: 1, num_updates: 0 });
+        assert!(a.to_xml().contains(r#"<node id="2" uname="node2"/>"#));
+    }
+
+    #[test]
+    fn refused_write_changes_nothing_and_same_entries_same_result() {
+        let mut m1 = CibMachine::new(genesis(&[(1, "n1".into())]), 0);
+        let mut m2 = CibMachine::new(genesis(&[(1, "n1".into())]), 0);
+        let ok = create(r#"<primitive id="d" class="ocf" provider="heartbeat" type="Dummy"/>"#);
+        let dup = ok.clone();
+        for m in [&mut m1, &mut m2] {
+            let (r, patch) = m.apply(1, &ok, true);
+            assert!(r.unwrap().changed);
+            assert!(patch.is_some());
+            let before = m.doc().to_xml();
+            let (r, patch) = m.apply(2, &dup, true);
+            assert!(matches!(r, Err(CibError::AlreadyExists { .. })));
+            assert!(patch.is_none());
+            assert_eq!(m.doc().to_xml(), before);
+            assert_eq!(m.index(), 2);
+        }
+        assert_eq!(m1.doc().to_xml(), m2.doc().to_xml());
+        let snap = CibMachine::from_snapshot(&m1.snapshot(), 2).unwrap();
+        assert_eq!(snap.doc().to_xml(), m1.doc().to_xml());
+    }
+
+    #[test]
+    fn decode_refuses_malformed() {
+        let w = pb::WriteRequest { op: Some(WireOp::Modify(pb::Modify { xml: "<primitive id=".into() })) };
+        let e = decode_write(&w).unwrap_err();
+        assert!(e.to_string().contains("malformed XML"), "{e}");
+        assert_eq!(cib_refusal(&e).exit_code, cibadmin::EX_CONFIG);
+        assert!(decode_write(&pb::WriteRequest { op: None }).is_err());
+    }
+}

@@ -1,0 +1,253 @@
+//! The replicated CIB on sandbox clusters: real halod, halo-membershipd and halo-cibd
+//! processes on 127.0.0.11-13, driven through `halo cib`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const NODES3: [&str; 3] = ["node1", "node2", "node3"];
+
+fn primitive(id: &str) -> String {
+    format!(r#"<primitive id="{id}" class="ocf" provider="heartbeat" type="Dummy"/>"#)
+}
+
+/// Ids of the primitives in a node's CIB (None if its cibd does not answer).
+fn primitives(sb: &Sandbox, node: &str) -> Option<BTreeSet<String>> {
+    let r = sb.halo(node, &["cib", "query", "-o", "resources"]);
+    if r.code != 0 {
+        return None;
+    }
+    let doc = cib::xml::parse(&r.out).ok()?;
+    Some(doc.root.elements().filter(|e| e.name == "primitive").filter_map(|e| e.id().map(str::to_string)).collect())
+}
+
+fn version(sb: &Sandbox, node: &str) -> String {
+    sb.cib_status(node).expect("cib status")["version"].clone()
+}
+
+/// Wait until `node` holds every id of `want` (its CIB may still be applying the log).
+fn wait_for_ids(sb: &Sandbox, node: &str, want: &BTreeSet<String>, within: Duration) {
+    let t0 = Instant::now();
+    loop {
+        let have = primitives(sb, node).unwrap_or_default();
+        if want.is_subset(&have) {
+            return;
+        }
+        let missing: Vec<_> = want.difference(&have).collect();
+        assert!(t0.elapsed() < within, "{node} still misses {} acknowledged writes after {within:?}: {missing:?}", missing.len());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start_all(sb: &Sandbox, nodes: &[&str]) {
+    for n in nodes {
+        sb.start(n);
+    }
+    sb.wait_cib_ready(nodes, Duration::from_secs(30));
+}
+
+#[test]
+fn a_write_anywhere_is_seen_everywhere_and_refusals_change_nothing() {
+    if !have_loopback_aliases() {
+        eprintln!("skipped: 127.0.0.13 cannot be bound here");
+        return;
+    }
+    let sb = Sandbox::create("cib-basic", 3);
+    start_all(&sb, &NODES3);
+    // The genesis CIB: cibadmin --empty with the cluster's nodes.
+    let nodes = sb.halo("node3", &["cib", "query", "-o", "nodes"]);
+    assert_eq!(nodes.code, 0, "{}", nodes.err);
+    for (id, name) in [(1, "node1"), (2, "node2"), (3, "node3")] {
+        assert!(nodes.out.contains(&format!(r#"<node id="{id}" uname="{name}"/>"#)), "{}", nodes.out);
+    }
+
+    // A write on each node is seen on every node.
+    let mut want = BTreeSet::new();
+    for (i, n) in NODES3.iter().enumerate() {
+        let id = format!("via-{n}");
+        let r = sb.halo(n, &["cib", "create", "-o", "resources", "--xml", &primitive(&id)]);
+        assert_eq!(r.code, 0, "create on {n}: {}", r.err);
+        want.insert(id);
+        for m in NODES3 {
+            wait_for_ids(&sb, m, &want, Duration::from_secs(5));
+        }
+        assert_eq!(version(&sb, "node1"), format!("0.{}.0", 2 + i), "one epoch per configuration change");
+    }
+
+    // Refusals: each prints one line, exits with cibadmin's code, and changes nothing anywhere.
+    let before: Vec<String> = NODES3.iter().map(|n| sb.halo(n, &["cib", "query"]).out).collect();
+    let (dup, x) = (primitive("via-node2"), primitive("x"));
+    let refused = [
+        (vec!["cib", "modify", "--xml", "<primitive id=\"via-node1\""], 78, "malformed XML"),
+        (vec!["cib", "create", "-o", "resources", "--xml", &dup], 108, "already exists"),
+        (
+            vec!["cib", "create", "-o", "constraints", "--xml", r#"<rsc_colocation id="c" rsc="via-node1" with-rsc="nowhere" score="INFINITY"/>"#],
+            78,
+            "nowhere",
+        ),
+        (vec!["cib", "create", "-o", "bogus", "--xml", &x], 64, "unknown CIB section"),
+        (vec!["cib", "modify", "--xml", r#"<primitive id="no-such"/>"#], 105, "no match"),
+    ];
+    for (args, code, says) in &refused {
+        let r = sb.halo("node2", args);
+        assert_eq!(r.code, *code, "{args:?}: {}", r.err);
+        assert!(r.err.contains(says), "{args:?}: {}", r.err);
+        assert_eq!(r.err.trim_end().lines().count(), 1, "one line: {}", r.err);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after: Vec<String> = NODES3.iter().map(|n| sb.halo(n, &["cib", "query"]).out).collect();
+    assert_eq!(before, after, "refused writes changed a CIB");
+
+    // A lone node of three refuses writes: no quorum, and nothing changes.
+    sb.kill("node2");
+    sb.kill("node3");
+    sb.wait_quorum("node1", Duration::from_secs(20), "loss of quorum", |q, _| !q);
+    let r = sb.halo("node1", &["cib", "create", "-o", "resources", "--xml", &primitive("alone")]);
+    assert_eq!(r.code, 109, "{}", r.err);
+    assert!(r.err.contains("no quorum"), "{}", r.err);
+    assert_eq!(sb.halo("node1", &["cib", "query"]).out, after[0], "a write without quorum changed the CIB");
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9_of_every_node() {
+    if !have_loopback_aliases() {
+        eprintln!("skipped: 127.0.0.13 cannot be bound here");
+        return;
+    }
+    let sb = Arc::new(Sandbox::create("cib-kill", 3));
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut attempts = 0;
+    let refused_while_up = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for round in 0..4 {
+        start_all(&sb, &NODES3);
+        // Writers on every node, while the whole cluster is killed under them.
+        let stop = Arc::new(AtomicBool::new(false));
+        // Writes refused while every node was up (printed: a healthy cluster should refuse none).
+        let killing = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = NODES3
+            .iter()
+            .map(|&n| {
+                let (sb, acked, stop, killing) = (sb.clone(), acked.clone(), stop.clone(), killing.clone());
+                let refused_while_up = refused_while_up.clone();
+                std::thread::spawn(move || {
+                    let mut tried = 0;
+                    let mut i = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        let id = format!("r{round}-{n}-{i}");
+                        i += 1;
+                        tried += 1;
+                        let r = sb.halo(n, &["cib", "create", "-o", "resources", "--xml", &primitive(&id)]);
+                        if r.code == 0 {
+                            acked.lock().unwrap().insert(id);
+                        } else if !killing.load(Ordering::SeqCst) {
+                            refused_while_up.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    tried
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(1500));
+        killing.store(true, Ordering::SeqCst);
+        for n in NODES3 {
+            sb.kill(n);
+        }
+        stop.store(true, Ordering::SeqCst);
+        for w in writers {
+            attempts += w.join().unwrap();
+        }
+    }
+    start_all(&sb, &NODES3);
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 20, "too few writes acknowledged to test anything: {}", acked.len());
+    for n in NODES3 {
+        wait_for_ids(&sb, n, &acked, Duration::from_secs(20));
+    }
+    let lost = acked.difference(&primitives(&sb, "node1").unwrap()).count();
+    eprintln!(
+        "kill -9 of all nodes, 4 rounds: {attempts} writes tried, {} acknowledged, {} refused before the kill, lost acknowledged writes: {lost}",
+        acked.len(),
+        refused_while_up.load(Ordering::SeqCst)
+    );
+    assert_eq!(lost, 0);
+}
+
+#[test]
+fn writers_on_three_nodes_at_once_lose_nothing() {
+    if !have_loopback_aliases() {
+        eprintln!("skipped: 127.0.0.13 cannot be bound here");
+        return;
+    }
+    let sb = Arc::new(Sandbox::create("cib-concurrent", 3));
+    start_all(&sb, &NODES3);
+    let writers: Vec<_> = NODES3
+        .iter()
+        .map(|&n| {
+            let sb = sb.clone();
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|i| {
+                        let id = format!("{n}-{i}");
+                        let r = sb.halo(n, &["cib", "create", "-o", "resources", "--xml", &primitive(&id)]);
+                        assert_eq!(r.code, 0, "{id}: {}", r.err);
+                        id
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let want: BTreeSet<String> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    assert_eq!(want.len(), 75);
+    for n in NODES3 {
+        wait_for_ids(&sb, n, &want, Duration::from_secs(10));
+    }
+    // Every node applied the same writes in the same order: the same document.
+    let docs: BTreeSet<String> = NODES3.iter().map(|n| sb.halo(n, &["cib", "query"]).out).collect();
+    assert_eq!(docs.len(), 1, "the nodes' CIBs differ");
+    assert_eq!(version(&sb, "node2"), "0.76.0");
+}
+
+#[test]
+fn two_nodes_survivor_shrinks_the_voters_and_the_peer_catches_up() {
+    if !have_loopback_aliases() {
+        eprintln!("skipped: 127.0.0.13 cannot be bound here");
+        return;
+    }
+    let sb = Sandbox::create("cib-two", 2);
+    let both = ["node1", "node2"];
+    start_all(&sb, &both);
+    assert_eq!(sb.halo("node2", &["cib", "create", "-o", "resources", "--xml", &primitive("before")]).code, 0);
+
+    // node2 is gone (as if fenced); node1 keeps quorum (two_node) but raft has 1 of 2 voters.
+    sb.kill("node2");
+    sb.wait_quorum("node1", Duration::from_secs(20), "a quorate ring of node1", |q, m| q && m == [1]);
+    let r = sb.halo("node1", &["cib", "voters", "--set", "1"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    let r = sb.halo("node1", &["cib", "create", "-o", "resources", "--xml", &primitive("after-fencing")]);
+    assert_eq!(r.code, 0, "the survivor refused a write after shrinking the voters: {}", r.err);
+    let s = sb.cib_status("node1").unwrap();
+    assert_eq!((s["voters"].as_str(), s["learners"].as_str()), ("1", "2"));
+
+    // The peer returns as a learner and catches up before it votes again.
+    sb.start("node2");
+    let want: BTreeSet<String> = ["before", "after-fencing"].iter().map(|s| s.to_string()).collect();
+    wait_for_ids(&sb, "node2", &want, Duration::from_secs(30));
+    let t0 = Instant::now();
+    loop {
+        let r = sb.halo("node1", &["cib", "voters", "--set", "1,2"]);
+        if r.code == 0 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "node2 was not promoted back: {}", r.err);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(sb.cib_status("node2").unwrap()["voters"], "1 2");
+    assert_eq!(sb.halo("node2", &["cib", "create", "-o", "resources", "--xml", &primitive("together-again")]).code, 0);
+    let want: BTreeSet<String> = ["before", "after-fencing", "together-again"].iter().map(|s| s.to_string()).collect();
+    wait_for_ids(&sb, "node1", &want, Duration::from_secs(5));
+}
