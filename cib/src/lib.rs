@@ -5,6 +5,7 @@ pub mod diff;
 pub mod error;
 pub mod model;
 pub mod ops;
+pub mod schema;
 pub mod status;
 pub mod xml;
 
