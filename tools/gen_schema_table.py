@@ -254,8 +254,7 @@ def emit(table, files):
     out.extend(rows)
     out.append("];")
     types = "\n".join("pub(super) const T_%s: u8 = %d;" % (t.upper(), 1 << i) for i, t in enumerate(TYPES))
-    out.insert(8, types)
-    out.insert(9, "")
+    out.insert(9, types + "\n")
     return "\n".join(out) + "\n"
 
 

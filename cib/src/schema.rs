@@ -13,6 +13,7 @@
 //! Context-sensitive rules (required attributes, choices between attribute
 //! groups, ordering, per-version differences) are not checked either.
 
+#[rustfmt::skip] // generated
 #[path = "schema_table.rs"]
 mod table;
 
@@ -87,7 +88,8 @@ fn id_of(e: &Element) -> String {
 
 /// A value fit for a one-line message: control characters escaped, long values cut.
 fn clean(s: &str) -> String {
-    let mut out: String = s.chars().take(80).flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect();
+    let mut out: String =
+        s.chars().take(80).flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect();
     if s.chars().count() > 80 {
         out.push_str("...");
     }
@@ -97,7 +99,13 @@ fn clean(s: &str) -> String {
 fn unknown_element(e: &Element, parent: Option<(&Element, &E)>) -> CibError {
     let (pname, pid) = parent.map_or((String::new(), String::new()), |(p, _)| (p.name.clone(), id_of(p)));
     let allowed: &[&str] = parent.map_or(&["cib"], |(_, r)| r.children);
-    CibError::UnknownElement { element: clean(&e.name), parent: pname, parent_id: pid, line: e.line, hint: suggest(&e.name, allowed, "contains") }
+    CibError::UnknownElement {
+        element: clean(&e.name),
+        parent: pname,
+        parent_id: pid,
+        line: e.line,
+        hint: suggest(&e.name, allowed, "contains"),
+    }
 }
 
 /// "; did you mean X?" for a near miss, else the allowed names.
@@ -158,7 +166,14 @@ fn check_attributes(e: &Element, rule: &E, out: &mut Vec<CibError>) {
 }
 
 fn invalid(e: &Element, attribute: &str, value: &str, hint: String) -> CibError {
-    CibError::InvalidValue { element: e.name.clone(), id: id_of(e), line: e.line, attribute: attribute.to_string(), value: clean(value), hint }
+    CibError::InvalidValue {
+        element: e.name.clone(),
+        id: id_of(e),
+        line: e.line,
+        attribute: attribute.to_string(),
+        value: clean(value),
+        hint,
+    }
 }
 
 /// `Ok` if `raw` is one of the values or types `val` allows (XML Schema trims the value first).
@@ -222,6 +237,7 @@ fn is_ncname(v: &str) -> bool {
 // Values the schema leaves as text but Pacemaker parses
 
 /// Options (meta attributes, cluster properties) Pacemaker reads as booleans.
+#[rustfmt::skip]
 const BOOLEAN_OPTIONS: &[&str] = &[
     "is-managed", "maintenance", "globally-unique", "interleave", "notify", "ordered", "allow-migrate", "promotable", "critical",
     "remove-after-stop", "requires-quorum", "allow-unhealthy-nodes", "enabled", "record-pending", "stonith-enabled", "fencing-enabled",
@@ -230,6 +246,7 @@ const BOOLEAN_OPTIONS: &[&str] = &[
 ];
 
 /// Options Pacemaker reads as durations.
+#[rustfmt::skip]
 const DURATION_OPTIONS: &[&str] = &[
     "interval", "start-delay", "failure-timeout", "stonith-timeout", "fencing-timeout", "cluster-recheck-interval",
     "dc-deadtime", "election-timeout", "shutdown-escalation", "join-integration-timeout", "join-finalization-timeout",
@@ -336,7 +353,10 @@ mod tests {
 
     #[test]
     fn durations() {
-        for ok in ["0", "10", "10s", "5min", "1h", "500ms", "20 s", "10S", "2hr", "PT10S", "P1D", "PT1M30S", "P1DT2H", "PT1.5S", "P1W", "P10S", "PT1S2M"] {
+        for ok in [
+            "0", "10", "10s", "5min", "1h", "500ms", "20 s", "10S", "2hr", "PT10S", "P1D", "PT1M30S", "P1DT2H", "PT1.5S", "P1W", "P10S",
+            "PT1S2M",
+        ] {
             assert!(is_duration(ok), "{ok}");
         }
         for bad in ["", "s", "-5", "10x", "1.5s", "ten", "P", "PT", "PT5", "PTS", "P1.5D", "P1X", "PT1TM", "10 s s"] {

@@ -6,13 +6,13 @@
 // as the union over all those schema versions.
 
 use super::{Val, E, ANY};
+
 pub(super) const T_INTEGER: u8 = 1;
 pub(super) const T_NONNEGATIVEINTEGER: u8 = 2;
 pub(super) const T_POSITIVEINTEGER: u8 = 4;
 pub(super) const T_BOOLEAN: u8 = 8;
 pub(super) const T_ID: u8 = 16;
 pub(super) const T_IDREF: u8 = 32;
-
 
 const V0: Val = Val { any: false, values: &[], types: T_NONNEGATIVEINTEGER };
 const V1: Val = Val { any: false, values: &[], types: T_BOOLEAN };
