@@ -15,6 +15,10 @@ pub enum CibError {
     MissingAttribute { element: String, line: u32, attribute: &'static str },
     #[error("invalid value '{value}' for {attribute} on <{element} id=\"{id}\"> at line {line}: {hint}")]
     InvalidValue { element: String, id: String, line: u32, attribute: String, value: String, hint: String },
+    #[error("unknown element <{element}> in {} (line {line}); Pacemaker's schema does not allow it there{hint}", tag(.parent, .parent_id))]
+    UnknownElement { element: String, parent: String, parent_id: String, line: u32, hint: String },
+    #[error("unknown attribute \"{attribute}\" on {} (line {line}); Pacemaker's schema does not allow it{hint}", tag(.element, .id))]
+    UnknownAttribute { element: String, id: String, line: u32, attribute: String, hint: String },
     #[error("unsupported schema '{0}': halo reads pacemaker-1.0 up to pacemaker-3.9")]
     UnsupportedSchema(String),
     #[error("no match for {what} (cibadmin: No such device or address)")]
@@ -33,4 +37,13 @@ pub enum CibError {
     BadPatch(String),
     #[error("invalid request: {0}")]
     BadRequest(String),
+}
+
+/// `<name id="id">`, or `<name>` when there is no id.
+fn tag(name: &str, id: &str) -> String {
+    if id.is_empty() {
+        format!("<{name}>")
+    } else {
+        format!("<{name} id=\"{id}\">")
+    }
 }

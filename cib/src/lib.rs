@@ -6,6 +6,7 @@ pub mod diff;
 pub mod error;
 pub mod model;
 pub mod ops;
+pub mod schema;
 pub mod status;
 pub mod xml;
 

@@ -54,7 +54,8 @@ pub enum Op {
     Patch { diff: Element },
 }
 
-/// Apply `op`, bump the version, re-validate; the document as stored afterwards.
+/// Apply `op`, bump the version, re-validate (including the schema check,
+/// [`validate_write`]); the document as stored afterwards.
 pub fn apply(doc: &Document, op: &Op) -> Result<Document, CibError> {
     apply_validated(doc, op).map(|c| c.doc)
 }
@@ -82,7 +83,15 @@ pub fn apply_validated(doc: &Document, op: &Op) -> Result<Cib, CibError> {
     };
     let whole = matches!(op, Op::Replace { xml, .. } if xml.name == "cib");
     let next = bump(doc, changed, whole, matches!(op, Op::Patch { .. }))?;
-    Cib::from_document(next)
+    validate_write(next)
+}
+
+/// The validation a written CIB gets: what [`Cib::from_document`] checks, then
+/// the elements, attributes and values Pacemaker's schema allows ([`crate::schema`]).
+pub fn validate_write(doc: Document) -> Result<Cib, CibError> {
+    let cib = Cib::from_document(doc)?;
+    crate::schema::check(&cib.doc)?;
+    Ok(cib)
 }
 
 fn bump(old: &Document, mut new: Document, whole: bool, patch: bool) -> Result<Document, CibError> {
