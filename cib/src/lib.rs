@@ -10,7 +10,7 @@ pub mod schema;
 pub mod status;
 pub mod xml;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 
 pub use error::CibError;
 pub use model::*;
@@ -90,7 +90,7 @@ fn check_schema(v: &str) -> Result<(), CibError> {
 }
 
 fn check_unique_ids(conf: &Element) -> Result<(), CibError> {
-    let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut seen: HashMap<&str, u32> = HashMap::new();
     for e in conf.descendants() {
         // Node ids live in their own namespace (a remote node shares its resource's id).
         if e.attr("id-ref").is_some() || REFERENCE_ELEMENTS.contains(&e.name.as_str()) || e.name == "node" {

@@ -86,6 +86,55 @@ pub fn decode_write(w: &pb::WriteRequest) -> Result<Op, CibError> {
     }
 }
 
+/// Entries and snapshots above this size are stored and sent compressed (deflate).
+const COMPRESS_ABOVE: usize = 16 * 1024;
+/// Most bytes a compressed entry or snapshot may expand to (a corrupt or hostile one is refused).
+const MAX_EXPANDED: u64 = 512 << 20;
+const PLAIN: u8 = 0;
+const DEFLATE: u8 = 1;
+
+fn deflate(tag: u8, bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::DeflateEncoder::new(vec![tag], flate2::Compression::fast());
+    e.write_all(bytes).expect("writing to memory");
+    e.finish().expect("writing to memory")
+}
+
+fn inflate(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(bytes).take(MAX_EXPANDED + 1).read_to_end(&mut out).map_err(|e| format!("corrupt compressed data: {e}"))?;
+    if out.len() as u64 > MAX_EXPANDED {
+        return Err(format!("expands beyond {MAX_EXPANDED} bytes"));
+    }
+    Ok(out)
+}
+
+/// A log entry's bytes: a tag (plain or deflate) and the protobuf of the entry.
+pub fn encode_entry(entry: &pb::LogEntry) -> Vec<u8> {
+    use prost::Message as _;
+    let raw = entry.encode_to_vec();
+    if raw.len() > COMPRESS_ABOVE {
+        deflate(DEFLATE, &raw)
+    } else {
+        let mut v = Vec::with_capacity(raw.len() + 1);
+        v.push(PLAIN);
+        v.extend_from_slice(&raw);
+        v
+    }
+}
+
+pub fn decode_entry(bytes: &[u8]) -> Result<pb::LogEntry, String> {
+    use prost::Message as _;
+    let raw = match bytes.split_first() {
+        Some((&PLAIN, rest)) => std::borrow::Cow::Borrowed(rest),
+        Some((&DEFLATE, rest)) => std::borrow::Cow::Owned(inflate(rest)?),
+        Some((t, _)) => return Err(format!("unknown entry encoding {t}")),
+        None => return Err("empty entry".into()),
+    };
+    pb::LogEntry::decode(&raw[..]).map_err(|e| e.to_string())
+}
+
 /// What one applied write did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
@@ -97,17 +146,28 @@ pub struct Applied {
 pub struct CibMachine {
     doc: Document,
     index: u64,
+    /// Counts changes of `doc`; a `check` result is valid while it stands still.
+    generation: u64,
+    /// The last `check`: the generation it saw, the operation, and its validated result,
+    /// reused when that operation is applied next (the leader's common case), so a write
+    /// is validated once, not twice.
+    checked: Option<(u64, Op, Result<Document, CibError>)>,
 }
 
 impl CibMachine {
     pub fn new(doc: Document, index: u64) -> CibMachine {
-        CibMachine { doc, index }
+        CibMachine { doc, index, generation: 0, checked: None }
     }
 
-    /// A state machine from a snapshot's data (the CIB's XML).
+    /// A state machine from a snapshot's data (the CIB's XML, compressed when large).
     pub fn from_snapshot(data: &[u8], index: u64) -> Result<CibMachine, CibError> {
-        let text = std::str::from_utf8(data).map_err(|_| CibError::BadRequest("snapshot is not UTF-8".into()))?;
-        Ok(CibMachine { doc: xml::parse(text)?, index })
+        let bad = |why: String| CibError::BadRequest(format!("snapshot: {why}"));
+        let xml_bytes = match data.split_first() {
+            Some((&DEFLATE, rest)) => std::borrow::Cow::Owned(inflate(rest).map_err(bad)?),
+            _ => std::borrow::Cow::Borrowed(data),
+        };
+        let text = std::str::from_utf8(&xml_bytes).map_err(|_| bad("not UTF-8".into()))?;
+        Ok(CibMachine::new(xml::parse(text)?, index))
     }
 
     pub fn doc(&self) -> &Document {
@@ -122,27 +182,45 @@ impl CibMachine {
         Version::of(&self.doc.root)
     }
 
-    /// The snapshot's data: the CIB's XML.
+    /// The snapshot's data: the CIB's XML (which starts with `<`), or a deflate tag and the
+    /// compressed XML when large.
     pub fn snapshot(&self) -> Vec<u8> {
-        self.doc.to_xml().into_bytes()
+        let text = self.doc.to_xml();
+        if text.len() > COMPRESS_ABOVE {
+            deflate(DEFLATE, text.as_bytes())
+        } else {
+            text.into_bytes()
+        }
     }
 
     /// What `op` would do now, without doing it (the leader's check before proposing).
-    pub fn check(&self, op: &Op) -> Result<(), CibError> {
-        ops::apply_validated(&self.doc, op).map(|_| ())
+    pub fn check(&mut self, op: &Op) -> Result<(), CibError> {
+        let r = ops::apply_validated(&self.doc, op).map(|c| c.doc);
+        let out = r.as_ref().map(|_| ()).map_err(Clone::clone);
+        self.checked = Some((self.generation, op.clone(), r));
+        out
+    }
+
+    /// `op` applied to the current document: the checked result if it is still valid.
+    fn result_of(&mut self, op: &Op) -> Result<Document, CibError> {
+        match self.checked.take() {
+            Some((generation, checked, r)) if generation == self.generation && checked == *op => r,
+            _ => ops::apply_validated(&self.doc, op).map(|c| c.doc),
+        }
     }
 
     /// Apply the committed entry at `index`: the write's outcome, and the patch from the
     /// old document when it changed something and `want_patch`.
     pub fn apply(&mut self, index: u64, op: &Op, want_patch: bool) -> (Result<Applied, CibError>, Option<Element>) {
         self.index = index;
-        match ops::apply_validated(&self.doc, op) {
+        match self.result_of(op) {
             Err(e) => (Err(e), None),
             Ok(next) => {
-                let changed = !ops::same(&self.doc.root, &next.doc.root);
-                let patch = (changed && want_patch).then(|| cib::diff::diff(&self.doc, &next.doc));
+                let changed = !ops::same(&self.doc.root, &next.root);
+                let patch = (changed && want_patch).then(|| cib::diff::diff(&self.doc, &next));
                 if changed {
-                    self.doc = next.doc;
+                    self.doc = next;
+                    self.generation += 1;
                 }
                 (Ok(Applied { version: self.version(), changed }), patch)
             }
@@ -193,6 +271,32 @@ mod tests {
         assert_eq!(m1.doc().to_xml(), m2.doc().to_xml());
         let snap = CibMachine::from_snapshot(&m1.snapshot(), 2).unwrap();
         assert_eq!(snap.doc().to_xml(), m1.doc().to_xml());
+    }
+
+    #[test]
+    fn entries_and_snapshots_round_trip_plain_and_compressed() {
+        for n in [1, 5000] {
+            let body: String = (0..n).map(|i| primitive_xml(i)).collect();
+            let w = pb::WriteRequest { op: Some(WireOp::Modify(pb::Modify { xml: format!("<resources>{body}</resources>") })) };
+            let e = pb::LogEntry { origin: 2, incarnation: 7, request: 9, write: Some(w) };
+            let bytes = encode_entry(&e);
+            assert_eq!(bytes[0], if n == 1 { PLAIN } else { DEFLATE });
+            assert_eq!(decode_entry(&bytes).unwrap(), e);
+            let mut m = CibMachine::new(genesis(&[(1, "n1".into())]), 0);
+            let op = decode_write(e.write.as_ref().unwrap()).unwrap();
+            assert!(m.apply(1, &op, false).0.unwrap().changed);
+            let snap = m.snapshot();
+            assert_eq!(CibMachine::from_snapshot(&snap, 1).unwrap().doc().to_xml(), m.doc().to_xml());
+        }
+        // Corrupt or unknown encodings are errors, never panics.
+        assert!(decode_entry(&[]).is_err());
+        assert!(decode_entry(&[7, 1, 2]).is_err());
+        assert!(decode_entry(&[DEFLATE, 0xff, 0x00, 0x13]).is_err());
+        assert!(CibMachine::from_snapshot(&[DEFLATE, 0xde, 0xad], 1).is_err());
+    }
+
+    fn primitive_xml(i: usize) -> String {
+        format!(r#"<primitive id="r{i}" class="ocf" provider="heartbeat" type="Dummy"/>"#)
     }
 
     #[test]

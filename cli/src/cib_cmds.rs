@@ -309,7 +309,7 @@ fn write(file: &Path, what: &str, op: Result<Op, Fail>) -> Result<i32, Fail> {
             let code = exit_code(&e);
             // A validation error may come from the file as it already is, not from the request.
             if code == EX_CONFIG && !matches!(op, Op::Replace { ref xml, .. } if xml.name == "cib") {
-                if let Err(pre) = cib::Cib::from_document(doc.clone()) {
+                if let Err(pre) = ops::validate_write(doc.clone()) {
                     return Err(refused(
                         code,
                         format!("the CIB in it is not valid already ({pre}); fix it first, e.g. with `halo cib replace`"),

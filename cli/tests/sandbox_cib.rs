@@ -246,7 +246,12 @@ fn two_nodes_survivor_shrinks_the_voters_and_the_peer_catches_up() {
         assert!(t0.elapsed() < Duration::from_secs(20), "node2 was not promoted back: {}", r.err);
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(sb.cib_status("node2").unwrap()["voters"], "1 2");
+    // node2 learns that the change committed with the leader's next message.
+    let t0 = Instant::now();
+    while sb.cib_status("node2").map(|s| s["voters"].clone()).as_deref() != Some("1 2") {
+        assert!(t0.elapsed() < Duration::from_secs(5), "node2 does not see itself promoted: {:?}", sb.cib_status("node2"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(sb.halo("node2", &["cib", "create", "-o", "resources", "--xml", &primitive("together-again")]).code, 0);
     let want: BTreeSet<String> = ["before", "after-fencing", "together-again"].iter().map(|s| s.to_string()).collect();
     wait_for_ids(&sb, "node1", &want, Duration::from_secs(5));

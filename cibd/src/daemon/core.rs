@@ -25,7 +25,7 @@ use proto::cib::peer_message::Body;
 use proto::cib::{PeerBatch, PeerMessage};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::machine::{cib_refusal, decode_write, refusal, CibMachine};
+use crate::machine::{cib_refusal, decode_entry, decode_write, encode_entry, refusal, CibMachine};
 use crate::replica::{Action, ProposalId, Replica, ReplicaError};
 use crate::store::SledStorage;
 
@@ -80,6 +80,8 @@ pub struct Core {
     unsent: VecDeque<pb::LogEntry>,
     proposals: BTreeMap<ProposalId, Proposer>,
     last_snapshot: u64,
+    /// Largest encoded write the replica accepts.
+    max_write: usize,
 }
 
 impl Core {
@@ -105,6 +107,7 @@ impl Core {
             unsent: VecDeque::new(),
             proposals: BTreeMap::new(),
             last_snapshot,
+            max_write: crate::replica::ReplicaConfig::default().max_entry_bytes,
         }
     }
 
@@ -185,7 +188,14 @@ impl Core {
                         tracing::debug!("raft message from node {from} refused: {e}");
                     }
                 }
-                Some(Body::Forward(entry)) => {
+                Some(Body::Forward(bytes)) => {
+                    let entry = match decode_entry(&bytes) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            tracing::warn!("undecodable write forwarded by node {from} dropped: {e}");
+                            continue;
+                        }
+                    };
                     if entry.origin != from {
                         tracing::warn!("node {from} forwarded a write claiming origin {}; dropped", entry.origin);
                         continue;
@@ -226,6 +236,16 @@ impl Core {
                 self.next_request += 1;
                 self.waiting.insert(request, Waiter { reply, deadline: Instant::now() + WRITE_TIMEOUT });
                 let entry = pb::LogEntry { origin: self.id, incarnation: self.incarnation, request, write: Some(write) };
+                let size = encode_entry(&entry).len();
+                if size > self.max_write {
+                    let e = refusal(
+                        Kind::Invalid,
+                        cibadmin::EX_USAGE,
+                        format!("the write is {size} bytes compressed; halo-cibd takes writes up to {} bytes: split it (e.g. one section or a batch of objects at a time); nothing was changed", self.max_write),
+                    );
+                    self.answer(request, Err(e));
+                    return;
+                }
                 self.lead_or_forward(entry);
             }
             Command::Status { reply } => {
@@ -259,7 +279,7 @@ impl Core {
     fn lead_or_forward(&mut self, entry: pb::LogEntry) {
         if !self.replica.is_leader() {
             match self.replica.leader() {
-                Some(l) if l != self.id => self.push(l, Body::Forward(entry)),
+                Some(l) if l != self.id => self.push(l, Body::Forward(encode_entry(&entry))),
                 _ if entry.origin == self.id => self.unsent.push_back(entry),
                 _ => self.refuse(
                     &entry,
@@ -280,7 +300,7 @@ impl Core {
                 return self.refuse(&entry, cib_refusal(&e));
             }
         }
-        match self.replica.propose(entry.encode_to_vec()) {
+        match self.replica.propose(encode_entry(&entry)) {
             Ok(p) => {
                 self.proposals.insert(p, Proposer::Write { origin: entry.origin, incarnation: entry.incarnation, request: entry.request });
             }
@@ -369,7 +389,7 @@ impl Core {
     }
 
     fn apply(&mut self, index: u64, data: &[u8]) {
-        let entry = match pb::LogEntry::decode(data) {
+        let entry = match decode_entry(data) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!("committed entry {index} is undecodable ({e}); skipped on every node");

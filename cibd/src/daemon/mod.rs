@@ -37,6 +37,8 @@ pub const GROUP: &str = "halo-cib";
 const MEMBERSHIP_WAIT: Duration = Duration::from_secs(30);
 /// Peer messages are batched into group messages of about this size (the group's limit is 1 MiB).
 const BATCH_BYTES: usize = 512 * 1024;
+/// A single peer message larger than this cannot travel (raft's own are a quarter of it).
+const MAX_PEER_MESSAGE: usize = 960 * 1024;
 
 /// Everything the daemon needs, read once at start.
 pub struct Setup {
@@ -143,15 +145,26 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
 /// Send peer messages as group messages, batching what is queued; stops (and so stops the
 /// core) when halo-membershipd refuses.
 async fn send_peers(mut membership: MembershipClient<Channel>, pid: u32, mut rx: mpsc::Receiver<PeerMessage>) {
+    let fits = |m: &PeerMessage| {
+        let ok = m.encoded_len() <= MAX_PEER_MESSAGE;
+        if !ok {
+            tracing::error!("a {}-byte message for node {} exceeds the group's limit; dropped", m.encoded_len(), m.to);
+        }
+        ok
+    };
     while let Some(first) = rx.recv().await {
+        if !fits(&first) {
+            continue;
+        }
         let mut size = first.encoded_len();
         let mut messages = vec![first];
         while size < BATCH_BYTES {
             match rx.try_recv() {
-                Ok(m) => {
+                Ok(m) if fits(&m) => {
                     size += m.encoded_len();
                     messages.push(m);
                 }
+                Ok(_) => {}
                 Err(_) => break,
             }
         }
