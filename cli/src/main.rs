@@ -1,5 +1,6 @@
 //! `halo`: the command line: what-if scheduling, sandbox clusters, and the status of a node.
 
+mod agent_cmds;
 mod cib_cmds;
 mod cib_live;
 mod cluster;
@@ -36,6 +37,9 @@ enum Command {
     /// Process groups: send, listen, benchmark.
     #[command(subcommand)]
     Cpg(cluster::CpgCmd),
+    /// Resource agents on this host: list, describe, exec, test.
+    #[command(subcommand)]
+    Agent(agent_cmds::AgentCmd),
     /// Read and change the CIB like cibadmin: the running cluster's, or a file's with --file.
     #[command(subcommand)]
     Cib(cib_cmds::CibCmd),
@@ -54,6 +58,7 @@ fn main() {
         Command::Membership(cmd) => block_on(cluster::membership(dir, cmd)),
         Command::Cpg(cmd) => block_on(cluster::cpg(dir, cmd)),
         Command::Cib(cmd) => std::process::exit(cib_cmds::run(cmd, dir)),
+        Command::Agent(cmd) => agent_cmds::run(cmd, dir).map(|code| std::process::exit(code)),
     };
     if let Err(e) = result {
         eprintln!("halo: {e:#}");
