@@ -127,6 +127,9 @@ fn start(dir: &Path, node: &str) -> Result<()> {
             .arg(node_config_path(dir, node))
             .arg("--node")
             .arg(node)
+            // For fence_sandbox, run by this node's fencing: where the sandbox is, and halo.
+            .env("HALO_SANDBOX", abs(dir)?)
+            .env("HALO_BIN", std::env::current_exe()?)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

@@ -3,6 +3,7 @@
 //! operation history in the CIB's `lrm_rsc_op` form (`history`).
 
 pub mod agent;
+pub mod daemon;
 pub mod executor;
 pub mod history;
 pub mod rc;

@@ -226,6 +226,14 @@ fn systemd_unavailable() -> OpResult {
 fn environment(env: &ExecEnv, req: &OpRequest) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> =
         vec![("PATH".into(), PATH.into()), ("LC_ALL".into(), "C".into()), ("HA_RSCTMP".into(), env.rsctmp.display().to_string())];
+    if req.agent.standard == Standard::Stonith {
+        // fence_sandbox finds its sandbox and halo through these; set by `halo sandbox start`.
+        for k in ["HALO_SANDBOX", "HALO_BIN"] {
+            if let Ok(val) = std::env::var(k) {
+                v.push((k.into(), val));
+            }
+        }
+    }
     if req.agent.standard != Standard::Ocf {
         return v;
     }

@@ -35,15 +35,7 @@ impl Setup {
             tracing::warn!("{}: {w}", config_path.display());
         }
         let config = parsed.config;
-        let local = match node {
-            Some(n) => config.local_node(n).cloned().ok_or_else(|| anyhow!("node '{n}' is not in the nodelist of {}; use a name or ring0_addr listed there", config_path.display()))?,
-            None => config
-                .nodes
-                .iter()
-                .find(|n| std::net::UdpSocket::bind((n.ring0_addr, 0)).is_ok())
-                .cloned()
-                .ok_or_else(|| anyhow!("no node of {} has an address on this host; pass --node NAME", config_path.display()))?,
-        };
+        let local = config.find_local(node).map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
         let paths = NodePaths::from_config(&config);
         paths.create_dirs().with_context(|| format!("cannot create the node's directories under {}", paths.state_dir.display()))?;
         let key = read_authkey(&paths.authkey).map_err(|e| anyhow!("{e}"))?;

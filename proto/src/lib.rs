@@ -9,6 +9,10 @@ pub mod cib {
     tonic::include_proto!("halo.cib");
 }
 
+pub mod execd {
+    tonic::include_proto!("halo.execd");
+}
+
 /// A channel to a local API on a Unix socket (tonic speaks HTTP/2 over it; the URI is unused).
 pub async fn connect_unix(path: std::path::PathBuf) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     tonic::transport::Endpoint::from_static("http://[::]:0")

@@ -20,5 +20,10 @@ async fn run() -> Result<()> {
     let paths = common::paths::NodePaths::from_config(&parsed.config);
     paths.create_dirs().context("cannot create the node's directories")?;
     std::fs::write(paths.pid_file(common::paths::Daemon::Halod), format!("{}\n", std::process::id()))?;
+    // halod's start is the node's boot: agents' run-time state (HA_RSCTMP) starts empty, as
+    // /run does after a reboot, so nothing believes a resource still runs from before.
+    let rsctmp = paths.run_dir.join("rsctmp");
+    let _ = std::fs::remove_dir_all(&rsctmp);
+    std::fs::create_dir_all(&rsctmp).with_context(|| format!("cannot create {}", rsctmp.display()))?;
     children::supervise(&config, node.as_deref(), &paths).await
 }

@@ -424,4 +424,18 @@ impl ClusterConfig {
             Err(_) => self.node_by_name(addr_or_name.trim()),
         }
     }
+
+    /// This host's node: the one named (by name or address), else the first in nodelist
+    /// order whose ring0 address this host can bind. The error is one line with a hint.
+    pub fn find_local(&self, node: Option<&str>) -> Result<NodeEntry, String> {
+        match node {
+            Some(n) => self.local_node(n).cloned().ok_or_else(|| format!("node '{n}' is not in the nodelist; use a name or ring0_addr listed there")),
+            None => self
+                .nodes
+                .iter()
+                .find(|n| std::net::UdpSocket::bind((n.ring0_addr, 0)).is_ok())
+                .cloned()
+                .ok_or_else(|| "no node of the nodelist has an address on this host; pass --node NAME".to_string()),
+        }
+    }
 }

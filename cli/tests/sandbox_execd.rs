@@ -1,0 +1,118 @@
+//! halo-execd in a sandbox: halod starts it; ops through its gRPC API run halo's own agents
+//! (ocf:halo:httpd serving a page, stonith:fence_sandbox powering a node off) with the
+//! node's own HA_RSCTMP; a recurring monitor reports the service's death.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use proto::execd as pb;
+use proto::execd::executor_client::ExecutorClient;
+use support::*;
+use tonic::transport::Channel;
+
+async fn client(sb: &Sandbox, node: &str) -> ExecutorClient<Channel> {
+    let sock = sb.node_dir(node).join("run/execd.sock");
+    let t0 = Instant::now();
+    loop {
+        if let Ok(ch) = proto::connect_unix(sock.clone()).await {
+            return ExecutorClient::new(ch);
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "halo-execd of {node} did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn op(rsc: &str, agent: &str, action: &str, params: &[(&str, &str)], interval_ms: u64) -> pb::OpRequest {
+    pb::OpRequest {
+        rsc: rsc.into(),
+        agent: agent.into(),
+        action: action.into(),
+        params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+        meta: HashMap::new(),
+        interval_ms,
+        timeout_ms: 20_000,
+    }
+}
+
+/// Pids of the group's processes that are not zombies (a zombie waits for its reaper).
+fn live_members(pgid: i32) -> Vec<i32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // Fields after the command name: state, ppid, pgrp, ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect::<Vec<_>>()) else { continue };
+        if rest.len() > 2 && rest[2] == pgid.to_string() && rest[0] != "Z" {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+async fn next(events: &mut tonic::Streaming<pb::OpEvent>) -> pb::OpEvent {
+    tokio::time::timeout(Duration::from_secs(5), events.message()).await.expect("an event in time").unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execd_runs_halo_agents_and_reports_a_dead_service() {
+    if !have_loopback_aliases() {
+        eprintln!("skipped: 127.0.0.13 cannot be bound here");
+        return;
+    }
+    let sb = Sandbox::create("execd", 2);
+    sb.start("node1");
+    sb.start("node2");
+    let mut c = client(&sb, "node1").await;
+    let mut events = c.events(pb::EventsRequest {}).await.unwrap().into_inner();
+    let port = (sb.port + 7).to_string();
+    let params = [("ip", "127.0.0.100"), ("port", port.as_str())];
+
+    let r = c.exec(op("web", "ocf:halo:httpd", "start", &params, 0)).await.unwrap().into_inner();
+    assert_eq!((r.rc, r.op_status), (0, 0), "{} {}", r.exit_reason, r.stderr);
+    assert_eq!(r.operation_key, "web_start_0");
+    // The page names the node that serves it (CRM_meta_on_node is the executor's node).
+    let page = std::process::Command::new("python3")
+        .args(["-c", &format!("import urllib.request;print(urllib.request.urlopen('http://127.0.0.100:{port}/',timeout=5).read().decode())")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&page.stdout).contains("served by node1"), "{:?}", page);
+    // HA_RSCTMP is the node's own.
+    let pidfile = sb.node_dir("node1").join("run/rsctmp/httpd-web.pid");
+    assert!(pidfile.exists(), "no pid file in node1's HA_RSCTMP");
+
+    // A recurring monitor: reported once while healthy, and again when the server dies.
+    c.recur(op("web", "ocf:halo:httpd", "monitor", &params, 500)).await.unwrap();
+    let start_ev = next(&mut events).await;
+    assert_eq!(start_ev.operation_key, "web_start_0");
+    let first = next(&mut events).await;
+    assert_eq!((first.operation_key.as_str(), first.rc), ("web_monitor_500", 0));
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    // SAFETY: killing the web server this test's agent started (its pid file).
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let t0 = Instant::now();
+    let dead = next(&mut events).await;
+    assert_eq!((dead.operation_key.as_str(), dead.rc), ("web_monitor_500", 7), "{}", dead.exit_reason);
+    assert!(t0.elapsed() < Duration::from_millis(1500), "{:?}", t0.elapsed());
+    assert!(c.cancel(pb::CancelRequest { rsc: "web".into(), action: "monitor".into(), interval_ms: 500 }).await.unwrap().into_inner().cancelled);
+    let h = c.history(pb::HistoryRequest {}).await.unwrap().into_inner().xml;
+    assert!(h.contains(r#"<lrm_resource id="web" class="ocf" provider="halo" type="httpd">"#), "{h}");
+    let r = c.exec(op("web", "ocf:halo:httpd", "stop", &params, 0)).await.unwrap().into_inner();
+    assert_eq!(r.rc, 0);
+
+    // A missing agent: rc 5, op status "not installed", a reason naming it.
+    let r = c.exec(op("x", "ocf:halo:nosuch", "start", &[], 0)).await.unwrap().into_inner();
+    assert_eq!((r.rc, r.op_status), (5, 7));
+    assert!(r.exit_reason.contains("ocf:halo:nosuch"), "{}", r.exit_reason);
+
+    // fence_sandbox needs nothing but the target inside a sandbox: node1 powers node2 off.
+    let halod2: i32 = std::fs::read_to_string(sb.node_dir("node2").join("halod.pid")).unwrap().trim().parse().unwrap();
+    let r = c.exec(op("fence-node2", "stonith:fence_sandbox", "status", &[("plug", "node2")], 0)).await.unwrap().into_inner();
+    assert_eq!(r.rc, 0, "{}", r.stderr);
+    let r = c.exec(op("fence-node2", "stonith:fence_sandbox", "off", &[("plug", "node2")], 0)).await.unwrap().into_inner();
+    assert_eq!(r.rc, 0, "{}", r.stderr);
+    assert!(live_members(halod2).is_empty(), "node2's processes survived fencing: {:?}", live_members(halod2));
+    let r = c.exec(op("fence-node2", "stonith:fence_sandbox", "status", &[("plug", "node2")], 0)).await.unwrap().into_inner();
+    assert_eq!(r.rc, 7, "status of a fenced node is off: {}", r.stdout);
+}
