@@ -37,6 +37,25 @@ pub enum CibError {
     BadPatch(String),
     #[error("invalid request: {0}")]
     BadRequest(String),
+    #[error("permission denied: user '{user}' may not {action} {}; ask an administrator for {} permission on it (CIB ACLs)", target(.action, .element, .id), need(.action))]
+    PermissionDenied { user: String, action: &'static str, element: String, id: String },
+}
+
+/// What a refused request was about: the whole CIB for a read of `<cib>`, else the element.
+fn target(action: &str, name: &str, id: &str) -> String {
+    if action == "read" && name == "cib" {
+        "the CIB".to_string()
+    } else {
+        tag(name, id)
+    }
+}
+
+fn need(action: &str) -> &'static str {
+    if action == "read" {
+        "read"
+    } else {
+        "write"
+    }
 }
 
 /// `<name id="id">`, or `<name>` when there is no id.
