@@ -223,7 +223,7 @@ impl Acl {
 
     fn selector(&mut self, id: &str, p: &Element) -> Selector {
         if let Some(x) = p.attr("xpath") {
-            return match XPath::parse(x) {
+            return match XPath::parse(&owner_of_attribute(x)) {
                 Ok(xp) => Selector::XPath(xp),
                 Err(e) => {
                     self.problems.push(AclProblem { permission: id.to_string(), message: format!("acl_permission '{id}' matches nothing: {e}") });
@@ -315,6 +315,17 @@ impl Acl {
 }
 
 type Marks = HashMap<Vec<usize>, u8>;
+
+/// `.../tag/@name` selects an attribute; cibadmin applies the permission to the element
+/// that holds it, which is `.../tag[@name]`.
+fn owner_of_attribute(x: &str) -> String {
+    match x.trim().rsplit_once("/@") {
+        Some((head, name)) if !head.is_empty() && !head.ends_with('/') && !name.is_empty() && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"_-:.".contains(&c)) => {
+            format!("{head}[@{name}]")
+        }
+        _ => x.to_string(),
+    }
+}
 
 fn select_match(e: &Element, path: &mut Vec<usize>, tag: Option<&str>, id: Option<&str>, attr: Option<&str>, out: &mut Vec<Vec<usize>>) {
     if tag.is_none_or(|t| t == e.name) && id.is_none_or(|i| e.id() == Some(i)) && attr.is_none_or(|a| e.attr(a).is_some()) {
