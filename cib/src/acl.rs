@@ -75,7 +75,11 @@ const DENY: u8 = 4;
 enum Selector {
     XPath(XPath),
     /// Elements with this name (any when `None`), this id, carrying this attribute.
-    Match { tag: Option<String>, id: Option<String>, attribute: Option<String> },
+    Match {
+        tag: Option<String>,
+        id: Option<String>,
+        attribute: Option<String>,
+    },
     /// A permission that could not be understood: it matches nothing.
     Nothing,
 }
@@ -115,7 +119,8 @@ pub fn acls_enabled(doc: &Document) -> bool {
     let mut sets: Vec<&Element> = cfg.children_named("cluster_property_set").collect();
     sets.sort_by_key(|s| score(s.attr("score").unwrap_or("0")));
     for set in sets {
-        let value = set.children_named("nvpair").filter(|nv| nv.attr("name") == Some("enable-acl")).filter_map(|nv| nv.attr("value")).last();
+        let value =
+            set.children_named("nvpair").filter(|nv| nv.attr("name") == Some("enable-acl")).filter_map(|nv| nv.attr("value")).last();
         if let Some(v) = value {
             return is_true(v);
         }
@@ -226,7 +231,8 @@ impl Acl {
             return match XPath::parse(&owner_of_attribute(x)) {
                 Ok(xp) => Selector::XPath(xp),
                 Err(e) => {
-                    self.problems.push(AclProblem { permission: id.to_string(), message: format!("acl_permission '{id}' matches nothing: {e}") });
+                    self.problems
+                        .push(AclProblem { permission: id.to_string(), message: format!("acl_permission '{id}' matches nothing: {e}") });
                     Selector::Nothing
                 }
             };
@@ -320,7 +326,12 @@ type Marks = HashMap<Vec<usize>, u8>;
 /// that holds it, which is `.../tag[@name]`.
 fn owner_of_attribute(x: &str) -> String {
     match x.trim().rsplit_once("/@") {
-        Some((head, name)) if !head.is_empty() && !head.ends_with('/') && !name.is_empty() && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"_-:.".contains(&c)) => {
+        Some((head, name))
+            if !head.is_empty()
+                && !head.ends_with('/')
+                && !name.is_empty()
+                && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"_-:.".contains(&c)) =>
+        {
             format!("{head}[@{name}]")
         }
         _ => x.to_string(),
@@ -410,12 +421,26 @@ impl Walk<'_> {
         if ok {
             return Ok(());
         }
-        Err(CibError::PermissionDenied { user: self.acl.user.clone(), action, element: e.name.clone(), id: e.id().unwrap_or("").to_string() })
+        Err(CibError::PermissionDenied {
+            user: self.acl.user.clone(),
+            action,
+            element: e.name.clone(),
+            id: e.id().unwrap_or("").to_string(),
+        })
     }
 
     /// An element present on both sides, in state `os` in the old CIB and `ns` in the new.
     #[allow(clippy::too_many_arguments)]
-    fn pair(&self, o: &Element, op: &mut Vec<usize>, os: State, n: &Element, np: &mut Vec<usize>, ns: State, root: bool) -> Result<(), CibError> {
+    fn pair(
+        &self,
+        o: &Element,
+        op: &mut Vec<usize>,
+        os: State,
+        n: &Element,
+        np: &mut Vec<usize>,
+        ns: State,
+        root: bool,
+    ) -> Result<(), CibError> {
         let counts = |k: &str| !(root && self.ignore_versions && VERSION_ATTRS.contains(&k));
         let changed = o.attrs.iter().filter(|(k, _)| counts(k)).any(|(k, v)| n.attr(k) != Some(v.as_str()))
             || n.attrs.iter().filter(|(k, _)| counts(k)).any(|(k, _)| o.attr(k).is_none());
@@ -610,9 +635,13 @@ mod tests {
     fn created_elements_are_judged_in_the_new_cib_with_scaffolding() {
         let ops_user = acl("carol", &["ops"]);
         let old = doc();
-        let ok = modify(r#"<primitive id="d1"><meta_attributes id="m"><nvpair id="n" name="target-role" value="Stopped"/></meta_attributes></primitive>"#);
+        let ok = modify(
+            r#"<primitive id="d1"><meta_attributes id="m"><nvpair id="n" name="target-role" value="Stopped"/></meta_attributes></primitive>"#,
+        );
         assert!(ops_user.check_write(&old, &ok).is_ok());
-        let bad = modify(r#"<primitive id="d1"><meta_attributes id="m" score="1"><nvpair id="n" name="a" value="b"/></meta_attributes></primitive>"#);
+        let bad = modify(
+            r#"<primitive id="d1"><meta_attributes id="m" score="1"><nvpair id="n" name="a" value="b"/></meta_attributes></primitive>"#,
+        );
         assert!(matches!(ops_user.check_write(&old, &bad), Err(CibError::PermissionDenied { action: "create", .. })));
         // modified elements are judged in the old CIB: renaming into a denied name is fine
         assert!(ops_user.check_write(&old, &modify(r#"<nvpair id="ip-meta-tr" name="ip"/>"#)).is_ok());
@@ -640,6 +669,14 @@ mod tests {
         assert!(o.check_write(&old, &modify(r#"<primitive id="ip" description="x"/>"#)).is_err());
         assert_eq!(o.access(&old, &[]), (false, false));
         assert_eq!(o.access(&old, &[99, 3]), (false, false));
+    }
+
+    #[test]
+    fn attribute_xpath_applies_to_its_element() {
+        assert_eq!(owner_of_attribute("//nvpair/@value"), "//nvpair[@value]");
+        assert_eq!(owner_of_attribute("/cib/configuration//op[@name='x']/@interval"), "/cib/configuration//op[@name='x'][@interval]");
+        assert_eq!(owner_of_attribute("//@id"), "//@id");
+        assert_eq!(owner_of_attribute("/@"), "/@");
     }
 
     #[test]

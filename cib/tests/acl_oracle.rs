@@ -239,7 +239,8 @@ fn some_group() -> Option<(String, String)> {
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
         let member = f.get(3)?.split(',').next().filter(|m| !m.is_empty())?;
-        let ok = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') && !s.starts_with(|c: char| c.is_ascii_digit());
+        let ok =
+            |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') && !s.starts_with(|c: char| c.is_ascii_digit());
         (ok(f[0]) && ok(member)).then(|| (member.to_string(), f[0].to_string()))
     })
 }
@@ -251,7 +252,8 @@ fn random_write(rng: &mut Rng, doc: &Document, els: &[(Vec<String>, Element)], n
     let xml = |s: &str| parse(s).map(|d| d.root).ok();
     match rng.below(9) {
         0 | 1 => {
-            let cands: Vec<&&Element> = with_id.iter().filter(|e| matches!(e.name.as_str(), "nvpair" | "primitive" | "op" | "rsc_location" | "node")).collect();
+            let cands: Vec<&&Element> =
+                with_id.iter().filter(|e| matches!(e.name.as_str(), "nvpair" | "primitive" | "op" | "rsc_location" | "node")).collect();
             let e = rng.pick(&cands);
             let (k, v) = match e.name.as_str() {
                 "nvpair" => ("value", format!("v{n}")),
@@ -269,12 +271,20 @@ fn random_write(rng: &mut Rng, doc: &Document, els: &[(Vec<String>, Element)], n
             let pid = p.id().unwrap_or_default();
             let score = if rng.chance(25) { " score=\"1\"" } else { "" };
             let name = rng.pick(&["target-role", "is-managed", "priority"]);
-            let value = if *name == "priority" { "5" } else if *name == "is-managed" { "false" } else { "Stopped" };
+            let value = if *name == "priority" {
+                "5"
+            } else if *name == "is-managed" {
+                "false"
+            } else {
+                "Stopped"
+            };
             let set = match p.child("meta_attributes").and_then(|m| m.id()) {
                 Some(mid) if rng.chance(50) => format!("<meta_attributes id=\"{mid}\">"),
                 _ => format!("<meta_attributes id=\"{pid}-m{n}\"{score}>"),
             };
-            let frag = format!("<primitive id=\"{pid}\">{set}<nvpair id=\"{pid}-nv{n}\" name=\"{name}\" value=\"{value}\"/></meta_attributes></primitive>");
+            let frag = format!(
+                "<primitive id=\"{pid}\">{set}<nvpair id=\"{pid}-nv{n}\" name=\"{name}\" value=\"{value}\"/></meta_attributes></primitive>"
+            );
             let new = xml(&frag).and_then(|f| ops::modify(doc, f).ok());
             (vec!["-M".into(), "-X".into(), frag], new)
         }
@@ -283,14 +293,24 @@ fn random_write(rng: &mut Rng, doc: &Document, els: &[(Vec<String>, Element)], n
                 ("resources", format!("<primitive id=\"new{n}\" class=\"ocf\" provider=\"pacemaker\" type=\"Dummy\"/>"))
             } else {
                 let p = rng.pick(&prims);
-                ("constraints", format!("<rsc_location id=\"loc-new{n}\" rsc=\"{}\" node=\"n1\" score=\"10\"/>", p.id().unwrap_or_default()))
+                (
+                    "constraints",
+                    format!("<rsc_location id=\"loc-new{n}\" rsc=\"{}\" node=\"n1\" score=\"10\"/>", p.id().unwrap_or_default()),
+                )
             };
             let new = xml(&frag).and_then(|f| ops::create(doc, section, f).ok());
             (vec!["-C".into(), "-o".into(), section.into(), "-X".into(), frag], new)
         }
         5 | 6 => {
-            let cands: Vec<&&Element> =
-                with_id.iter().filter(|e| matches!(e.name.as_str(), "nvpair" | "meta_attributes" | "instance_attributes" | "op" | "rsc_location" | "rsc_colocation" | "rsc_order")).collect();
+            let cands: Vec<&&Element> = with_id
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e.name.as_str(),
+                        "nvpair" | "meta_attributes" | "instance_attributes" | "op" | "rsc_location" | "rsc_colocation" | "rsc_order"
+                    )
+                })
+                .collect();
             let e = rng.pick(&cands);
             let frag = format!("<{} id=\"{}\"/>", e.name, e.id().unwrap_or_default());
             let new = xml(&frag).and_then(|f| ops::delete(doc, f).ok());
@@ -409,7 +429,11 @@ fn acl_matches_cibadmin() {
                 _ => false,
             };
             reads.add(same, outside, || {
-                format!("read as {} (round {round}):\n{acls}\nhalo: {}\ncibadmin (rc {rc}): {out}", who.user, halo.map(|d| d.to_xml()).unwrap_or("none".into()))
+                format!(
+                    "read as {} (round {round}):\n{acls}\nhalo: {}\ncibadmin (rc {rc}): {out}",
+                    who.user,
+                    halo.map(|d| d.to_xml()).unwrap_or("none".into())
+                )
             });
         }
         for n in 0..40 {
