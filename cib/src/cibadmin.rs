@@ -5,6 +5,8 @@ use crate::error::CibError;
 use crate::ops;
 use crate::xml::{Document, Element, Node};
 
+/// Refused by the CIB's ACLs (CRM_EX_INSUFFICIENT_PRIV, "Permission denied").
+pub const EX_INSUFFICIENT_PRIV: i32 = 4;
 /// Generic failure; also cibadmin's "Application of update diff failed" (patch newer than the CIB).
 pub const EX_ERROR: i32 = 1;
 /// Bad arguments (CRM_EX_USAGE): unknown section, unsupported xpath, impossible request.
@@ -15,7 +17,7 @@ pub const EX_NOINPUT: i32 = 66;
 pub const EX_UNAVAILABLE: i32 = 69;
 /// The CIB file cannot be written (CRM_EX_CANTCREAT).
 pub const EX_CANTCREAT: i32 = 73;
-/// Not allowed (CRM_EX_INSUFFICIENT_PRIV).
+/// Not allowed (CRM_EX_NOPERM).
 pub const EX_NOPERM: i32 = 77;
 /// Unparsable input or a result that fails validation (CRM_EX_CONFIG; cibadmin's schema error).
 pub const EX_CONFIG: i32 = 78;
@@ -34,6 +36,7 @@ pub const EX_TIMEOUT: i32 = 124;
 pub fn exit_code(e: &CibError) -> i32 {
     match e {
         CibError::NotFound { .. } => EX_NOSUCH,
+        CibError::PermissionDenied { .. } => EX_INSUFFICIENT_PRIV,
         CibError::AlreadyExists { .. } => EX_EXISTS,
         CibError::StaleUpdate { .. } => EX_OLD,
         CibError::PatchVersionMismatch { from, current, .. } => {

@@ -7,7 +7,9 @@ pub enum CibError {
     Xml { line: u32, message: String },
     #[error("not a CIB: root element is <{found}> (line {line}); expected <cib>")]
     NotACib { found: String, line: u32 },
-    #[error("duplicate id '{id}' on <{element}> at line {line} (first used at line {first_line}); ids must be unique in the configuration")]
+    #[error(
+        "duplicate id '{id}' on <{element}> at line {line} (first used at line {first_line}); ids must be unique in the configuration"
+    )]
     DuplicateId { id: String, element: String, line: u32, first_line: u32 },
     #[error("<{element} id=\"{id}\"> at line {line} refers to unknown {what} '{target}'; define it or fix the reference")]
     DanglingReference { element: String, id: String, line: u32, what: &'static str, target: String },
@@ -29,7 +31,9 @@ pub enum CibError {
     UnknownSection(String),
     #[error("unsupported xpath '{xpath}' ({reason}): halo supports absolute paths of steps joined by / or //, each step a tag or *, with predicates [@attr] or [@attr='value'] joined by 'and'")]
     UnsupportedXpath { xpath: String, reason: String },
-    #[error("update is older than the existing configuration: version {update} < {current} (admin_epoch.epoch.num_updates); raise the counters")]
+    #[error(
+        "update is older than the existing configuration: version {update} < {current} (admin_epoch.epoch.num_updates); raise the counters"
+    )]
     StaleUpdate { current: String, update: String },
     #[error("patch was made against version {from} but the CIB is at {current}: {hint}")]
     PatchVersionMismatch { from: String, current: String, hint: &'static str },
@@ -37,6 +41,25 @@ pub enum CibError {
     BadPatch(String),
     #[error("invalid request: {0}")]
     BadRequest(String),
+    #[error("permission denied: user '{user}' may not {action} {}; ask an administrator for {} permission on it (CIB ACLs)", target(.action, .element, .id), need(.action))]
+    PermissionDenied { user: String, action: &'static str, element: String, id: String },
+}
+
+/// What a refused request was about: the whole CIB for a read of `<cib>`, else the element.
+fn target(action: &str, name: &str, id: &str) -> String {
+    if action == "read" && name == "cib" {
+        "the CIB".to_string()
+    } else {
+        tag(name, id)
+    }
+}
+
+fn need(action: &str) -> &'static str {
+    if action == "read" {
+        "read"
+    } else {
+        "write"
+    }
 }
 
 /// `<name id="id">`, or `<name>` when there is no id.

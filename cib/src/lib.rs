@@ -1,6 +1,7 @@
 //! The CIB model: the XML document as read (written back unchanged), and typed
 //! views of its configuration and status for the scheduler and the daemons.
 
+pub mod acl;
 pub mod cibadmin;
 pub mod diff;
 pub mod error;

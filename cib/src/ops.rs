@@ -319,7 +319,7 @@ impl XPath {
     }
 
     /// Paths (child indices from the root) of the selected elements, in document order, without duplicates.
-    fn select_paths(&self, root: &Element) -> Vec<Vec<usize>> {
+    pub(crate) fn select_paths(&self, root: &Element) -> Vec<Vec<usize>> {
         // `None` stands for the document node above the root.
         let mut ctx: Vec<Option<Vec<usize>>> = vec![None];
         for step in &self.steps {
