@@ -8,6 +8,7 @@
 //! the CIB); then it is a no-op on every node and its origin answers the client with the
 //! refusal.
 
+use cib::acl::{acl_for, Requester};
 use cib::cibadmin;
 use cib::ops::{self, Op, Version};
 use cib::xml::{self, Document, Element};
@@ -46,6 +47,11 @@ pub fn genesis(nodes: &[(u32, String)]) -> Document {
     xml::parse(&Document { prolog: Vec::new(), root, epilog: Vec::new() }.to_xml()).expect("the genesis CIB is well-formed")
 }
 
+/// The requester of a log entry (None: privileged).
+pub fn requester_of(e: &pb::LogEntry) -> Option<Requester> {
+    (!e.user.is_empty()).then(|| Requester { user: e.user.clone(), groups: e.groups.clone() })
+}
+
 /// A refusal as the wire carries it.
 pub fn refusal(kind: Kind, exit_code: i32, message: impl Into<String>) -> pb::CibError {
     pb::CibError { kind: kind as i32, message: message.into(), exit_code }
@@ -57,6 +63,7 @@ pub fn cib_refusal(e: &CibError) -> pb::CibError {
         CibError::NotFound { .. } => Kind::NotFound,
         CibError::AlreadyExists { .. } => Kind::Exists,
         CibError::StaleUpdate { .. } | CibError::PatchVersionMismatch { .. } => Kind::Stale,
+        CibError::PermissionDenied { .. } => Kind::PermissionDenied,
         _ => Kind::Invalid,
     };
     refusal(kind, cibadmin::exit_code(e), e.to_string())
@@ -148,10 +155,10 @@ pub struct CibMachine {
     index: u64,
     /// Counts changes of `doc`; a `check` result is valid while it stands still.
     generation: u64,
-    /// The last `check`: the generation it saw, the operation, and its validated result,
-    /// reused when that operation is applied next (the leader's common case), so a write
-    /// is validated once, not twice.
-    checked: Option<(u64, Op, Result<Document, CibError>)>,
+    /// The last `check`: the generation it saw, the operation and requester, and its
+    /// validated result, reused when that operation is applied next (the leader's common
+    /// case), so a write is validated once, not twice.
+    checked: Option<(u64, Op, Option<Requester>, Result<Document, CibError>)>,
 }
 
 impl CibMachine {
@@ -193,27 +200,45 @@ impl CibMachine {
         }
     }
 
+    /// `op` by `who` (None: a privileged requester) on the current document: the
+    /// validated result, refused if the CIB's ACLs do not let `who` make that change.
+    fn outcome(&self, op: &Op, who: Option<&Requester>) -> Result<Document, CibError> {
+        let next = ops::apply_validated(&self.doc, op)?.doc;
+        if let Some(acl) = who.and_then(|w| acl_for(&self.doc, w)) {
+            acl.check_write(&self.doc, &next)?;
+        }
+        Ok(next)
+    }
+
     /// What `op` would do now, without doing it (the leader's check before proposing).
-    pub fn check(&mut self, op: &Op) -> Result<(), CibError> {
-        let r = ops::apply_validated(&self.doc, op).map(|c| c.doc);
+    pub fn check(&mut self, op: &Op, who: Option<&Requester>) -> Result<(), CibError> {
+        let r = self.outcome(op, who);
         let out = r.as_ref().map(|_| ()).map_err(Clone::clone);
-        self.checked = Some((self.generation, op.clone(), r));
+        self.checked = Some((self.generation, op.clone(), who.cloned(), r));
         out
     }
 
     /// `op` applied to the current document: the checked result if it is still valid.
-    fn result_of(&mut self, op: &Op) -> Result<Document, CibError> {
+    fn result_of(&mut self, op: &Op, who: Option<&Requester>) -> Result<Document, CibError> {
         match self.checked.take() {
-            Some((generation, checked, r)) if generation == self.generation && checked == *op => r,
-            _ => ops::apply_validated(&self.doc, op).map(|c| c.doc),
+            Some((generation, checked, by, r)) if generation == self.generation && checked == *op && by.as_ref() == who => r,
+            _ => self.outcome(op, who),
+        }
+    }
+
+    /// What `who` may read of the CIB: all of it (None), a filtered copy, or nothing.
+    pub fn readable(&self, who: Option<&Requester>) -> Result<Option<Document>, CibError> {
+        match who.and_then(|w| acl_for(&self.doc, w)) {
+            None => Ok(None),
+            Some(acl) => acl.filter(&self.doc).map(Some).ok_or_else(|| acl.read_denied()),
         }
     }
 
     /// Apply the committed entry at `index`: the write's outcome, and the patch from the
     /// old document when it changed something and `want_patch`.
-    pub fn apply(&mut self, index: u64, op: &Op, want_patch: bool) -> (Result<Applied, CibError>, Option<Element>) {
+    pub fn apply(&mut self, index: u64, op: &Op, who: Option<&Requester>, want_patch: bool) -> (Result<Applied, CibError>, Option<Element>) {
         self.index = index;
-        match self.result_of(op) {
+        match self.result_of(op, who) {
             Err(e) => (Err(e), None),
             Ok(next) => {
                 let changed = !ops::same(&self.doc.root, &next.root);
@@ -258,11 +283,11 @@ mod tests {
         let ok = create(r#"<primitive id="d" class="ocf" provider="heartbeat" type="Dummy"/>"#);
         let dup = ok.clone();
         for m in [&mut m1, &mut m2] {
-            let (r, patch) = m.apply(1, &ok, true);
+            let (r, patch) = m.apply(1, &ok, None, true);
             assert!(r.unwrap().changed);
             assert!(patch.is_some());
             let before = m.doc().to_xml();
-            let (r, patch) = m.apply(2, &dup, true);
+            let (r, patch) = m.apply(2, &dup, None, true);
             assert!(matches!(r, Err(CibError::AlreadyExists { .. })));
             assert!(patch.is_none());
             assert_eq!(m.doc().to_xml(), before);
@@ -278,13 +303,13 @@ mod tests {
         for n in [1, 5000] {
             let body: String = (0..n).map(|i| primitive_xml(i)).collect();
             let w = pb::WriteRequest { op: Some(WireOp::Modify(pb::Modify { xml: format!("<resources>{body}</resources>") })) };
-            let e = pb::LogEntry { origin: 2, incarnation: 7, request: 9, write: Some(w) };
+            let e = pb::LogEntry { origin: 2, incarnation: 7, request: 9, write: Some(w), ..Default::default() };
             let bytes = encode_entry(&e);
             assert_eq!(bytes[0], if n == 1 { PLAIN } else { DEFLATE });
             assert_eq!(decode_entry(&bytes).unwrap(), e);
             let mut m = CibMachine::new(genesis(&[(1, "n1".into())]), 0);
             let op = decode_write(e.write.as_ref().unwrap()).unwrap();
-            assert!(m.apply(1, &op, false).0.unwrap().changed);
+            assert!(m.apply(1, &op, None, false).0.unwrap().changed);
             let snap = m.snapshot();
             assert_eq!(CibMachine::from_snapshot(&snap, 1).unwrap().doc().to_xml(), m.doc().to_xml());
         }

@@ -32,7 +32,7 @@ async fn connect(dir: Option<&Path>) -> Result<CibClient<Channel>, Fail> {
 
 fn rpc_fail(e: tonic::Status) -> Fail {
     let code = match e.code() {
-        tonic::Code::PermissionDenied => cib::cibadmin::EX_NOPERM,
+        tonic::Code::PermissionDenied => cib::cibadmin::EX_INSUFFICIENT_PRIV,
         tonic::Code::Unavailable => EX_UNAVAILABLE,
         _ => EX_ERROR,
     };

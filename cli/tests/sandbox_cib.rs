@@ -256,3 +256,75 @@ fn two_nodes_survivor_shrinks_the_voters_and_the_peer_catches_up() {
     let want: BTreeSet<String> = ["before", "after-fencing", "together-again"].iter().map(|s| s.to_string()).collect();
     wait_for_ids(&sb, "node1", &want, Duration::from_secs(5));
 }
+
+/// `halo` run as the unprivileged user `nobody` (uid/gid 65534).
+fn as_nobody(sb: &Sandbox, node: &str, args: &[&str]) -> Run {
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new(HALO).arg("--dir").arg(sb.node_dir(node)).args(args).uid(65534).gid(65534).output().unwrap();
+    Run { code: out.status.code().unwrap_or(-1), out: String::from_utf8_lossy(&out.stdout).into_owned(), err: String::from_utf8_lossy(&out.stderr).into_owned() }
+}
+
+#[test]
+fn acls_filter_reads_and_refuse_writes_of_an_unprivileged_user() {
+    // SAFETY: geteuid has no preconditions.
+    if !have_loopback_aliases() || unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (to act as another user) and 127.0.0.13");
+        return;
+    }
+    let sb = Sandbox::create("cib-acl", 1);
+    start_all(&sb, &["node1"]);
+    let ok = |args: &[&str]| {
+        let r = sb.halo("node1", args);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.err);
+    };
+    ok(&["cib", "create", "-o", "resources", "--xml", &primitive("web")]);
+    ok(&["cib", "modify", "--xml", r#"<configuration><acls><acl_target id="nobody"><role id="ro-res"/></acl_target><acl_role id="ro-res"><acl_permission id="ro-res-read" kind="read" xpath="/cib/configuration/resources"/></acl_role></acls></configuration>"#]);
+    ok(&["cib", "modify", "--xml", r#"<crm_config><cluster_property_set id="cib-bootstrap-options"><nvpair id="acl-on" name="enable-acl" value="true"/></cluster_property_set></crm_config>"#]);
+    // The socket is group haclient where that group exists; here the test opens it to
+    // everyone so that `nobody` can connect at all, and ACLs decide the rest.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(sb.node_dir("node1").join("run/cibd.sock"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    for p in [sb.dir.clone(), sb.node_dir("node1"), sb.node_dir("node1").join("run")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    let r = as_nobody(&sb, "node1", &["cib", "query"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(r.out.contains(r#"<primitive id="web""#), "{}", r.out);
+    assert!(!r.out.contains("enable-acl") && !r.out.contains("acl_role"), "nobody read what it may not: {}", r.out);
+    let before = sb.halo("node1", &["cib", "query"]).out;
+    let r = as_nobody(&sb, "node1", &["cib", "create", "-o", "resources", "--xml", &primitive("intruder")]);
+    assert_eq!(r.code, 4, "{}", r.err);
+    assert!(r.err.contains("permission denied"), "{}", r.err);
+    let r = as_nobody(&sb, "node1", &["cib", "watch"]);
+    assert_eq!(r.code, 4, "{}", r.err);
+    assert_eq!(sb.halo("node1", &["cib", "query"]).out, before, "a refused write changed the CIB");
+    // Root is not subject to ACLs.
+    ok(&["cib", "create", "-o", "resources", "--xml", &primitive("by-root")]);
+}
+
+#[test]
+fn what_the_cluster_writes_validates_against_pacemakers_schema() {
+    let rng = "/usr/share/pacemaker/pacemaker-3.9.rng";
+    if !have_loopback_aliases() || !std::path::Path::new(rng).exists() || std::process::Command::new("xmllint").arg("--version").output().is_err() {
+        eprintln!("skipped: needs xmllint and {rng}");
+        return;
+    }
+    let sb = Sandbox::create("cib-rng", 1);
+    start_all(&sb, &["node1"]);
+    // A status write is replicated like any other and bumps num_updates only.
+    for (args, want) in [
+        (vec!["cib", "create", "-o", "resources", "--xml", r#"<primitive id="ip" class="ocf" provider="heartbeat" type="IPaddr2"><instance_attributes id="ip-ia"><nvpair id="ip-ip" name="ip" value="198.18.0.10"/></instance_attributes><operations><op id="ip-mon" name="monitor" interval="10s"/></operations></primitive>"#], "0.2.0"),
+        (vec!["cib", "create", "-o", "constraints", "--xml", r#"<rsc_location id="ip-pref" rsc="ip" node="node1" score="50"/>"#], "0.3.0"),
+        (vec!["cib", "modify", "--xml", r#"<status><node_state id="1" uname="node1" in_ccm="true" crmd="online" join="member" expected="member"/></status>"#], "0.3.1"),
+        (vec!["cib", "delete", "--xml", r#"<rsc_location id="ip-pref"/>"#], "0.4.0"),
+    ] {
+        let r = sb.halo("node1", &args);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.err);
+        let file = sb.dir.join("cib.xml");
+        std::fs::write(&file, sb.halo("node1", &["cib", "query"]).out).unwrap();
+        let v = std::process::Command::new("xmllint").args(["--noout", "--relaxng", rng]).arg(&file).output().unwrap();
+        assert!(v.status.success(), "after {args:?}: {}", String::from_utf8_lossy(&v.stderr));
+        assert_eq!(version(&sb, "node1"), want, "after {args:?}");
+    }
+}

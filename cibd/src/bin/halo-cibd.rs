@@ -23,6 +23,10 @@ async fn run() -> Result<()> {
     let _ = std::fs::remove_file(&sock);
     let listener = tokio::net::UnixListener::bind(&sock).with_context(|| format!("cannot bind {}", sock.display()))?;
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660))?;
+    // Members of haclient may connect, as to Pacemaker's CIB; ACLs then apply to them.
+    if let Some(gid) = cibd::daemon::haclient_gid() {
+        let _ = std::os::unix::fs::chown(&sock, None, Some(gid));
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let shutdown = async move {
         tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }

@@ -25,7 +25,8 @@ use proto::cib::peer_message::Body;
 use proto::cib::{PeerBatch, PeerMessage};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::machine::{cib_refusal, decode_entry, decode_write, encode_entry, refusal, CibMachine};
+use crate::machine::{cib_refusal, decode_entry, decode_write, encode_entry, refusal, requester_of, CibMachine};
+use cib::acl::Requester;
 use crate::replica::{Action, ProposalId, Replica, ReplicaError};
 use crate::store::SledStorage;
 
@@ -43,8 +44,9 @@ pub type WriteResult = Result<pb::WriteReply, pb::CibError>;
 
 /// What the local API asks the core.
 pub enum Command {
-    Query { section: String, xpath: String, reply: oneshot::Sender<pb::QueryReply> },
-    Write { write: pb::WriteRequest, reply: oneshot::Sender<WriteResult> },
+    /// `who`: None for a privileged caller, else the requester CIB ACLs apply to.
+    Query { section: String, xpath: String, who: Option<Requester>, reply: oneshot::Sender<pb::QueryReply> },
+    Write { write: pb::WriteRequest, who: Option<Requester>, reply: oneshot::Sender<WriteResult> },
     Status { reply: oneshot::Sender<pb::CibStatus> },
     ChangeVoters { voters: Vec<u64>, reply: oneshot::Sender<Result<Vec<u64>, String>> },
 }
@@ -216,17 +218,20 @@ impl Core {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Query { section, xpath, reply } => {
+            Command::Query { section, xpath, who, reply } => {
                 fn opt(s: &str) -> Option<&str> {
                     (!s.is_empty()).then_some(s)
                 }
-                let r = match cibadmin::query_text(self.machine.doc(), opt(&section), opt(&xpath)) {
+                let r = self.machine.readable(who.as_ref()).and_then(|filtered| {
+                    cibadmin::query_text(filtered.as_ref().unwrap_or(self.machine.doc()), opt(&section), opt(&xpath))
+                });
+                let r = match r {
                     Ok((xml, n)) => pb::QueryReply { xml, matches: n as u32, version: self.machine.version().to_string(), error: None },
                     Err(e) => pb::QueryReply { error: Some(cib_refusal(&e)), ..Default::default() },
                 };
                 let _ = reply.send(r);
             }
-            Command::Write { write, reply } => {
+            Command::Write { write, who, reply } => {
                 // Refuse what can never be applied before it travels.
                 if let Err(e) = decode_write(&write) {
                     let _ = reply.send(Err(cib_refusal(&e)));
@@ -235,7 +240,8 @@ impl Core {
                 let request = self.next_request;
                 self.next_request += 1;
                 self.waiting.insert(request, Waiter { reply, deadline: Instant::now() + WRITE_TIMEOUT });
-                let entry = pb::LogEntry { origin: self.id, incarnation: self.incarnation, request, write: Some(write) };
+                let (user, groups) = who.map(|w| (w.user, w.groups)).unwrap_or_default();
+                let entry = pb::LogEntry { origin: self.id, incarnation: self.incarnation, request, write: Some(write), user, groups };
                 let size = encode_entry(&entry).len();
                 if size > self.max_write {
                     let e = refusal(
@@ -296,7 +302,7 @@ impl Core {
         // With nothing else in flight the CIB the write will meet is the one applied now,
         // so a refusal here is the refusal it would get when applied.
         if self.proposals.is_empty() {
-            if let Err(e) = self.machine.check(&op) {
+            if let Err(e) = self.machine.check(&op, requester_of(&entry).as_ref()) {
                 return self.refuse(&entry, cib_refusal(&e));
             }
         }
@@ -408,7 +414,8 @@ impl Core {
                 Err(cib_refusal(&e))
             }
             Some(Ok(op)) => {
-                let (r, patch) = self.machine.apply(index, &op, self.watch.receiver_count() > 0);
+                let who = requester_of(&entry);
+                let (r, patch) = self.machine.apply(index, &op, who.as_ref(), self.watch.receiver_count() > 0);
                 match r {
                     Ok(a) => {
                         if let Some(p) = patch {
@@ -437,7 +444,7 @@ impl Core {
                 } else {
                     refusal(Kind::Unavailable, cibadmin::EX_UNAVAILABLE, "the write was dropped by a change of CIB leader; nothing was changed, retry")
                 };
-                let entry = pb::LogEntry { origin, incarnation, request, write: None };
+                let entry = pb::LogEntry { origin, incarnation, request, ..Default::default() };
                 self.refuse(&entry, e);
             }
             None => {}

@@ -26,6 +26,7 @@ use tokio::sync::{broadcast, mpsc};
 use tonic::transport::Channel;
 
 pub use self::core::{Command, TICK, WRITE_TIMEOUT};
+pub use self::service::haclient_gid;
 use self::core::{Core, PeerEvent};
 use crate::machine::{genesis, CibMachine};
 use crate::replica::{Replica, ReplicaConfig};
