@@ -66,7 +66,7 @@ fn exec_env(dir: Option<&Path>) -> Result<ExecEnv> {
         None => (PathBuf::from("/run/resource-agents"), hostname()),
     };
     std::fs::create_dir_all(&rsctmp).map_err(|e| anyhow!("cannot create HA_RSCTMP {}: {e}", rsctmp.display()))?;
-    Ok(ExecEnv { dirs, rsctmp, workdir: PathBuf::from("/"), node_name })
+    Ok(ExecEnv { dirs, rsctmp, workdir: PathBuf::from("/"), node_name, systemd: execd::systemd::Systemd::host() })
 }
 
 fn hostname() -> String {
@@ -141,7 +141,7 @@ fn list(filter: Option<&str>) -> Result<i32> {
     };
     for st in standards {
         if st == Standard::Systemd {
-            eprintln!("halo: systemd units are not listed: halo-execd does not run the systemd class yet");
+            eprintln!("halo: systemd units are not listed (ask `systemctl list-unit-files`); use them as systemd:NAME");
             continue;
         }
         for a in dirs.list(st, provider.as_deref()) {

@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use crate::agent::{AgentDirs, AgentSpec, Standard};
-use crate::rc::{map_rc, OpStatus, OCF_ERR_ARGS, OCF_ERR_GENERIC, OCF_ERR_INSTALLED, OCF_ERR_UNIMPLEMENTED};
+use crate::rc::{map_rc, OpStatus, OCF_ERR_ARGS, OCF_ERR_GENERIC, OCF_ERR_INSTALLED};
 
 /// Output kept per stream; the rest is read and dropped.
 pub const OUTPUT_CAP: usize = 256 * 1024;
@@ -66,6 +66,7 @@ pub struct ExecEnv {
     pub rsctmp: PathBuf,
     pub workdir: PathBuf,
     pub node_name: String,
+    pub systemd: crate::systemd::Systemd,
 }
 
 impl OpResult {
@@ -109,7 +110,7 @@ pub async fn run_op(env: &ExecEnv, req: &OpRequest, cancel: Option<Arc<Notify>>)
         return OpResult::refused(OpStatus::Invalid, OCF_ERR_ARGS, e);
     }
     if req.agent.standard == Standard::Systemd {
-        return systemd_unavailable();
+        return run_systemd_op(&env.systemd, req, cancel).await;
     }
     let path = match env.dirs.locate(&req.agent) {
         Ok(p) => p,
@@ -214,11 +215,15 @@ async fn kill_group(pgid: i32, child: &mut tokio::process::Child) {
     let _ = child.wait().await;
 }
 
-fn systemd_unavailable() -> OpResult {
-    if !std::path::Path::new("/run/systemd/system").exists() {
-        OpResult::refused(OpStatus::NotInstalled, OCF_ERR_INSTALLED, "systemd is not running on this host (not PID 1)".into())
-    } else {
-        OpResult::refused(OpStatus::NotSupported, OCF_ERR_UNIMPLEMENTED, "the systemd class is not implemented by halo-execd yet; use an lsb or ocf agent".into())
+/// A systemd op, cancellable like any other.
+async fn run_systemd_op(sd: &crate::systemd::Systemd, req: &OpRequest, cancel: Option<Arc<Notify>>) -> OpResult {
+    let op = crate::systemd::run_systemd(sd, req);
+    match cancel {
+        None => op.await,
+        Some(n) => tokio::select! {
+            r = op => r,
+            _ = n.notified() => OpResult::refused(OpStatus::Cancelled, 0, String::new()),
+        },
     }
 }
 

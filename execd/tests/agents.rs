@@ -35,6 +35,7 @@ impl Bench {
             rsctmp,
             workdir: PathBuf::from("/"),
             node_name: "node1".into(),
+            systemd: execd::systemd::Systemd { systemctl: dir.path().join("systemctl"), runtime_dir: dir.path().join("run-systemd") },
         };
         Bench { dir, env }
     }
@@ -272,4 +273,62 @@ async fn wait_group_gone(pgid: i32) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!group_alive(pgid), "a process of the killed agent's group survived");
+}
+
+/// A stand-in for systemctl (systemd is not PID 1 on the machines these tests run on):
+/// knows one unit, `web.service`, whose state is a file.
+fn fake_systemctl(b: &Bench) {
+    let st = b.path("sd");
+    std::fs::create_dir_all(&st).unwrap();
+    let script = format!(
+        r#"#!/bin/sh
+S={s}
+echo "$*" >> $S/calls
+case "$1" in
+  daemon-reload) exit 0;;
+  show) prop=${{2#--property=}}; unit=$4
+     if [ "$unit" != web.service ]; then [ "$prop" = LoadState ] && echo not-found; exit 0; fi
+     if [ "$prop" = LoadState ]; then echo loaded; elif [ -e $S/up ]; then echo active; else echo inactive; fi; exit 0;;
+  start) touch $S/up; exit 0;;
+  stop) rm -f $S/up; exit 0;;
+esac
+exit 1
+"#,
+        s = st.display()
+    );
+    let p = b.env.systemd.systemctl.clone();
+    std::fs::write(&p, script).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test]
+async fn systemd_units_through_systemctl_and_refused_without_systemd() {
+    let b = Bench::new();
+    fake_systemctl(&b);
+    // No runtime directory: systemd is not running, and nothing is faked.
+    let r = run_op(&b.env, &req("w", "systemd:web", "start", &[]), None).await;
+    assert_eq!((r.rc, r.status), (5, OpStatus::NotInstalled));
+    assert!(r.exit_reason.contains("systemd is not running"), "{}", r.exit_reason);
+    assert!(!b.path("sd/calls").exists(), "systemctl was called without systemd");
+
+    std::fs::create_dir_all(&b.env.systemd.runtime_dir).unwrap();
+    let env = b.env.clone();
+    let run = |action: &str, unit: &str| {
+        let (env, r) = (env.clone(), req("w", unit, action, &[]));
+        async move { run_op(&env, &r, None).await }
+    };
+    assert_eq!(run("monitor", "systemd:web").await.rc, 7);
+    assert_eq!(run("start", "systemd:web").await.rc, 0);
+    let dropin = b.env.systemd.runtime_dir.join("web.service.d/50-halo.conf");
+    assert!(std::fs::read_to_string(&dropin).unwrap().contains("Restart=no"));
+    assert_eq!(run("monitor", "systemd:web").await.rc, 0);
+    assert_eq!(run("stop", "systemd:web").await.rc, 0);
+    assert!(!dropin.exists(), "the drop-in outlived the stop");
+    let m = run("monitor", "systemd:web.service").await;
+    assert_eq!((m.rc, m.exit_reason.as_str()), (7, "inactive"));
+    let r = run("start", "systemd:nosuch").await;
+    assert_eq!((r.rc, r.status), (5, OpStatus::NotInstalled));
+    assert_eq!(run("promote", "systemd:web").await.rc, 3);
+    let calls = std::fs::read_to_string(b.path("sd/calls")).unwrap();
+    assert!(calls.contains("start web.service") && calls.contains("daemon-reload"), "{calls}");
 }
