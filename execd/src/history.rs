@@ -71,14 +71,15 @@ fn failed(action: &str, r: &OpResult) -> bool {
     }
 }
 
-/// MD5 of the instance parameters in a canonical form (sorted `name="value"` pairs in a
-/// `<parameters/>` element). Pacemaker's exact canonical form is not matched yet.
+/// Pacemaker's `op-digest`: MD5 of `" <parameters name="value" .../>\n"`, the instance
+/// parameters sorted by name, no meta attributes (checked against the digests recorded in
+/// Pacemaker's scheduler cases: `execd/tests/digests.rs`).
 pub fn op_digest(params: &BTreeMap<String, String>) -> String {
     let mut e = Element::new("parameters");
     for (k, v) in params {
         e.set_attr(k, v);
     }
-    format!("{:x}", Md5::digest(format!("{} ", e.to_xml()).as_bytes()))
+    format!("{:x}", Md5::digest(format!(" {}\n", e.to_xml()).as_bytes()))
 }
 
 /// The history of one resource on this node.
