@@ -328,3 +328,54 @@ fn what_the_cluster_writes_validates_against_pacemakers_schema() {
         assert_eq!(version(&sb, "node1"), want, "after {args:?}");
     }
 }
+
+#[test]
+fn replace_patch_and_watch_against_the_running_cluster() {
+    if !have_loopback_aliases() {
+        eprintln!("skipped: 127.0.0.13 cannot be bound here");
+        return;
+    }
+    let sb = Sandbox::create("cib-rpw", 3);
+    start_all(&sb, &NODES3);
+    // Watch on node3 while node1 writes.
+    let mut watch = std::process::Command::new(HALO)
+        .arg("--dir")
+        .arg(sb.node_dir("node3"))
+        .args(["cib", "watch"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // replace a section from a file
+    let f = sb.dir.join("resources.xml");
+    std::fs::write(&f, format!("<resources>{}{}</resources>", primitive("a"), primitive("b"))).unwrap();
+    let r = sb.halo("node1", &["cib", "replace", "-o", "resources", f.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    // patch: the diff between two CIB files, applied to the cluster
+    let old = sb.halo("node2", &["cib", "query"]).out;
+    let new = old.replace(&primitive("b"), &primitive("c"));
+    assert_ne!(old, new);
+    let (fa, fb, fp) = (sb.dir.join("a.xml"), sb.dir.join("b.xml"), sb.dir.join("p.xml"));
+    std::fs::write(&fa, &old).unwrap();
+    std::fs::write(&fb, &new).unwrap();
+    let d = std::process::Command::new(HALO).args(["cib", "diff"]).arg(&fa).arg(&fb).output().unwrap();
+    assert_eq!(d.status.code(), Some(1), "the files differ");
+    std::fs::write(&fp, &d.stdout).unwrap();
+    let r = sb.halo("node2", &["cib", "patch", fp.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    let want: BTreeSet<String> = ["a", "c"].iter().map(|s| s.to_string()).collect();
+    for n in NODES3 {
+        wait_for_ids(&sb, n, &want, Duration::from_secs(5));
+        assert_eq!(primitives(&sb, n).unwrap(), want);
+    }
+    // The same patch again is stale: refused, nothing changes.
+    let r = sb.halo("node2", &["cib", "patch", fp.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: SIGTERM to the watcher this test started.
+    unsafe { libc::kill(watch.id() as i32, libc::SIGTERM) };
+    let out = watch.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("<diff format=\"2\">").count(), 2, "one patch per committed change:\n{text}");
+    assert!(text.contains("primitive[@id='c']") || text.contains(r#"<primitive id="c""#), "{text}");
+}
