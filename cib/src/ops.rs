@@ -71,6 +71,11 @@ pub fn apply(doc: &Document, op: &Op) -> Result<Document, CibError> {
 /// peer-replication rule; file-mode cibadmin bumps once more).
 /// A delete that matches nothing succeeds without a change, as cibadmin's does.
 pub fn apply_validated(doc: &Document, op: &Op) -> Result<Cib, CibError> {
+    validate_write(apply_unvalidated(doc, op)?)
+}
+
+/// The operation and the version bump, without validating the result.
+fn apply_unvalidated(doc: &Document, op: &Op) -> Result<Document, CibError> {
     let changed = match op {
         Op::Replace { section, xml } => replace(doc, section.as_deref(), xml.clone())?,
         Op::Modify { xml } => modify(doc, xml.clone())?,
@@ -82,8 +87,26 @@ pub fn apply_validated(doc: &Document, op: &Op) -> Result<Cib, CibError> {
         Op::Patch { diff } => crate::diff::apply_patch(doc, diff)?,
     };
     let whole = matches!(op, Op::Replace { xml, .. } if xml.name == "cib");
-    let next = bump(doc, changed, whole, matches!(op, Op::Patch { .. }))?;
-    validate_write(next)
+    bump(doc, changed, whole, matches!(op, Op::Patch { .. }))
+}
+
+/// [`apply_validated`] for a document that is valid already (the replicated CIB): when the
+/// write left `<configuration>` as it was (a status update: the DC writes many), only the
+/// status section is read again, not the whole configuration and schema (CIB-NOTES §7.5).
+/// Same result as `apply_validated` for every valid input, in less time.
+pub fn apply_to_valid(doc: &Document, op: &Op) -> Result<Document, CibError> {
+    let next = apply_unvalidated(doc, op)?;
+    let conf_same = match (doc.root.child("configuration"), next.root.child("configuration")) {
+        (Some(a), Some(b)) => same(a, b),
+        _ => false,
+    };
+    if conf_same && doc.root.attr("validate-with") == next.root.attr("validate-with") && next.root.name == "cib" {
+        if let Some(st) = next.root.child("status") {
+            crate::status::read_status(&crate::model::RefIndex::new(st), st)?;
+        }
+        return Ok(next);
+    }
+    validate_write(next).map(|c| c.doc)
 }
 
 /// The validation a written CIB gets: what [`Cib::from_document`] checks, then

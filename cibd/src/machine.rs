@@ -203,7 +203,7 @@ impl CibMachine {
     /// `op` by `who` (None: a privileged requester) on the current document: the
     /// validated result, refused if the CIB's ACLs do not let `who` make that change.
     fn outcome(&self, op: &Op, who: Option<&Requester>) -> Result<Document, CibError> {
-        let next = ops::apply_validated(&self.doc, op)?.doc;
+        let next = ops::apply_to_valid(&self.doc, op)?;
         if let Some(acl) = who.and_then(|w| acl_for(&self.doc, w)) {
             acl.check_write(&self.doc, &next)?;
         }
