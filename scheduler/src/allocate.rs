@@ -43,6 +43,8 @@ pub struct Allocator<'c, 'a> {
     pub colocs: Vec<PrimColoc>,
     /// Per primitive: its node table before colocations (what dependents fold from).
     pub base: BTreeMap<RscId, BTreeMap<NodeId, Score>>,
+    /// Per group or clone: its own node table (the locations aimed at it or an ancestor).
+    pub own: BTreeMap<RscId, BTreeMap<NodeId, Score>>,
     /// Expired failures to clear: (resource, node).
     pub clear_failcounts: Vec<(RscId, NodeId)>,
     /// Clone instances that keep their current node when it is still allowed.
@@ -69,6 +71,15 @@ impl Cluster<'_> {
         }
     }
 
+    /// A resource and everything below it.
+    pub fn descendants(&self, id: RscId) -> Vec<RscId> {
+        let mut out = vec![id];
+        for &c in &self.rscs[id].children {
+            out.extend(self.descendants(c));
+        }
+        out
+    }
+
     /// Clone instances (top of each instance subtree) of a clone.
     pub fn instances(&self, clone: RscId) -> Vec<RscId> {
         self.rscs[clone].children.clone()
@@ -93,7 +104,7 @@ fn is_started_role(r: Option<Role>) -> bool {
 
 impl<'c, 'a> Allocator<'c, 'a> {
     pub fn new(cl: &'c mut Cluster<'a>, colocs: &[Coloc]) -> Allocator<'c, 'a> {
-        let mut a = Allocator { cl, colocs: Vec::new(), base: BTreeMap::new(), clear_failcounts: Vec::new(), preferred: BTreeMap::new(), promotion_colocs: Vec::new(), used: BTreeMap::new() };
+        let mut a = Allocator { cl, colocs: Vec::new(), base: BTreeMap::new(), own: BTreeMap::new(), clear_failcounts: Vec::new(), preferred: BTreeMap::new(), promotion_colocs: Vec::new(), used: BTreeMap::new() };
         a.build_colocations(colocs);
         a
     }
@@ -171,6 +182,9 @@ impl<'c, 'a> Allocator<'c, 'a> {
             if self.cl.rscs[id].is_primitive() {
                 let t = if symmetric { (0..n_nodes).map(|n| (n, Score::ZERO)).collect() } else { BTreeMap::new() };
                 tables.insert(id, t);
+            } else {
+                let t = if symmetric { (0..n_nodes).map(|n| (n, Score::ZERO)).collect() } else { BTreeMap::new() };
+                self.own.insert(id, t);
             }
         }
         // Locations: a constraint on a group or clone applies to every primitive below it.
@@ -183,6 +197,14 @@ impl<'c, 'a> Allocator<'c, 'a> {
                 // by; the other members only learn where they may run (and where never).
                 let prims = self.cl.primitives_of(target);
                 let entries = self.location_scores(&loc, target);
+                for c in self.cl.descendants(target) {
+                    if let Some(t) = self.own.get_mut(&c) {
+                        for &(n, s) in &entries {
+                            let e = t.entry(n).or_insert(Score::ZERO);
+                            *e = e.add(s);
+                        }
+                    }
+                }
                 for p in prims {
                     let lead = match self.cl.rscs[p].parent {
                         Some(g) if self.cl.rscs[g].kind == Kind::Group && target != p => self.cl.rscs[g].children.first() == Some(&p),

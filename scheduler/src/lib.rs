@@ -89,7 +89,8 @@ pub struct Transition<'a> {
     pub cluster: Cluster<'a>,
     pub plan: actions::Plan,
     pub executed: Vec<actions::ActionId>,
-    /// Each primitive's node table before colocations (shown by `-s` for group members).
+    /// Each resource's node table before colocations (shown by `-s` for groups, their
+    /// members and clones).
     pub base_tables: std::collections::BTreeMap<unpack::RscId, std::collections::BTreeMap<unpack::NodeId, Score>>,
 }
 
@@ -102,7 +103,8 @@ pub fn schedule(cib: &Cib, now: NaiveDateTime) -> Transition<'_> {
     let (clear, base_tables) = {
         let mut alloc = allocate::Allocator::new(&mut cluster, &colocs);
         alloc.build_tables();
-        let base = alloc.base.clone();
+        let mut base = alloc.base.clone();
+        base.extend(alloc.own.clone());
         alloc.allocate_all();
         (alloc.clear_failcounts.clone(), base)
     };
@@ -205,7 +207,7 @@ impl Transition<'_> {
                 self.clone_score_lines(id, promotable, &mut lines);
             }
             if r.kind == unpack::Kind::Group {
-                if let Some(base) = r.children.first().and_then(|m| self.base_tables.get(m)) {
+                if let Some(base) = self.base_tables.get(&id) {
                     for (&n, s) in base {
                         lines.push(format!("pcmk__group_assign: {} allocation score on {}: {}", r.id, cl.nodes[n].name, s));
                     }
@@ -242,9 +244,7 @@ impl Transition<'_> {
         let cl = &self.cluster;
         let instances = &cl.rscs[clone].children;
         let table_of = |i: unpack::RscId| cl.lead_primitive(i).and_then(|p| self.base_tables.get(&p));
-        // The clone's own table: an instance's without the stickiness of a current node.
-        let plain = instances.iter().copied().find(|&i| cl.lead_primitive(i).is_some_and(|p| cl.rscs[p].running_on.is_empty())).or(instances.first().copied());
-        if let Some(t) = plain.and_then(table_of) {
+        if let Some(t) = self.base_tables.get(&clone) {
             for (&n, s) in t {
                 lines.push(format!("pcmk__clone_allocate: {} allocation score on {}: {}", cl.rscs[clone].id, cl.nodes[n].name, s));
             }
