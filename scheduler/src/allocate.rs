@@ -236,7 +236,9 @@ impl<'c, 'a> Allocator<'c, 'a> {
                     self.clear_failcounts.push((id, n));
                     continue;
                 }
-                if count >= r.migration_threshold {
+                // Failures of operations with on-fail=ignore never reach the threshold.
+                let only_ignored = r.history.get(&n).is_some_and(|h| h.failure_ignored && !h.failed);
+                if count >= r.migration_threshold && !only_ignored {
                     table.insert(n, Score::NEG_INF);
                 }
             }
@@ -697,13 +699,17 @@ impl<'c, 'a> Allocator<'c, 'a> {
         }
         let mut visited = BTreeSet::from([id]);
         self.fold_dependents(&mut table, id, 1.0, &mut visited);
-        let choice = self.choose_node(id, &table);
+        let pinned = self.cl.rscs[id].pinned;
+        let choice = match pinned {
+            Some(n) => n,
+            None => self.choose_node(id, &table),
+        };
         let r = &mut self.cl.rscs[id];
         r.allowed = table;
         r.assigned = choice;
         r.allocating = false;
         r.allocated = true;
-        if let Some(n) = choice {
+        if let (Some(n), None) = (choice, pinned) {
             self.cl.nodes[n].assigned_count += 1;
             if let Some(p) = &self.cl.rscs[id].prim {
                 let e = self.used.entry(n).or_default();
@@ -772,7 +778,7 @@ impl<'c, 'a> Allocator<'c, 'a> {
         let deps: Vec<&PrimColoc> = self.colocs.iter().filter(|c| c.primary == Primary::Prim(id) && c.influence).collect();
         for c in deps {
             let d = c.dependent;
-            if visited.contains(&d) || self.cl.rscs[d].allocated {
+            if visited.contains(&d) || self.cl.rscs[d].allocated || self.cl.rscs[d].pinned.is_some() {
                 continue;
             }
             // Nested dependents fold at their own strength; only the sign carries over.

@@ -168,7 +168,7 @@ impl Cluster<'_> {
                 let assigned = if r.running_on.len() == 1 { Some(r.running_on[0]) } else { None };
                 let r = &mut self.rscs[id];
                 r.assigned = assigned;
-                r.allocated = true;
+                r.pinned = Some(assigned);
             }
         }
     }

@@ -138,6 +138,9 @@ pub struct Rsc {
     pub next_role: Role,
     pub allocating: bool,
     pub allocated: bool,
+    /// Unmanaged (or not scheduled): its node is fixed before placement (its current one,
+    /// if any); its table is still worked out and shown.
+    pub pinned: Option<Option<NodeId>>,
     /// Must end up stopped whatever the scores say (on-fail=stop, multiple-active=stop_only).
     pub force_stop: bool,
     /// Implicit (a guest node's connection): never shown, never scheduled on its own.
@@ -505,6 +508,7 @@ impl<'a> Cluster<'a> {
             next_role: Role::Stopped,
             allocating: false,
             allocated: false,
+            pinned: None,
             force_stop: false,
             hidden: false,
             unscheduled: false,
