@@ -778,7 +778,7 @@ impl<'c, 'a> Allocator<'c, 'a> {
         let deps: Vec<&PrimColoc> = self.colocs.iter().filter(|c| c.primary == Primary::Prim(id) && c.influence).collect();
         for c in deps {
             let d = c.dependent;
-            if visited.contains(&d) || self.cl.rscs[d].allocated || self.cl.rscs[d].pinned.is_some() {
+            if visited.contains(&d) || self.cl.rscs[d].allocated {
                 continue;
             }
             // Nested dependents fold at their own strength; only the sign carries over.
