@@ -709,7 +709,7 @@ impl<'c, 'a> Allocator<'c, 'a> {
         r.assigned = choice;
         r.allocating = false;
         r.allocated = true;
-        if let (Some(n), None) = (choice, pinned) {
+        if let Some(n) = choice {
             self.cl.nodes[n].assigned_count += 1;
             if let Some(p) = &self.cl.rscs[id].prim {
                 let e = self.used.entry(n).or_default();
