@@ -230,6 +230,13 @@ impl<'c, 'a> Allocator<'c, 'a> {
                     *s = s.add(r.stickiness);
                 }
             }
+            // An unmanaged resource is held where it is active.
+            if !r.managed {
+                for &n in &r.running_on {
+                    let e = table.entry(n).or_insert(Score::ZERO);
+                    *e = e.add(Score::INF);
+                }
+            }
             for (&n, &(count, last)) in &r.fail_counts {
                 let expired = r.failure_timeout_s > 0 && last.is_some_and(|l| now_s > l + r.failure_timeout_s);
                 if expired {
