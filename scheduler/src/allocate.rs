@@ -71,6 +71,23 @@ impl Cluster<'_> {
         }
     }
 
+    /// Stopped whatever the scores say: disabled (itself or an ancestor), an orphan, or
+    /// forced to stop.
+    pub fn to_be_stopped(&self, id: RscId) -> bool {
+        let r = &self.rscs[id];
+        if r.force_stop || r.orphan {
+            return true;
+        }
+        let mut cur = Some(id);
+        while let Some(c) = cur {
+            if self.rscs[c].target_role == Some(Role::Stopped) {
+                return true;
+            }
+            cur = self.rscs[c].parent;
+        }
+        false
+    }
+
     /// A resource and everything below it.
     pub fn descendants(&self, id: RscId) -> Vec<RscId> {
         let mut out = vec![id];
@@ -272,6 +289,52 @@ impl<'c, 'a> Allocator<'c, 'a> {
             }
         }
         self.base = tables;
+        self.add_promotion_preferences();
+    }
+
+    /// A promotable clone's instances prefer the nodes where they would be promoted: a
+    /// positive promotion score is added to the instance's table on each available node.
+    fn add_promotion_preferences(&mut self) {
+        for clone in 0..self.cl.rscs.len() {
+            let Kind::Clone { promotable: true, unique } = self.cl.rscs[clone].kind else { continue };
+            for inst in self.cl.instances(clone) {
+                if !self.cl.rscs[inst].is_primitive() {
+                    continue;
+                }
+                for n in 0..self.cl.nodes.len() {
+                    if !self.cl.nodes[n].available() {
+                        continue;
+                    }
+                    let Some(v) = self.promotion_attr(clone, inst, n, unique) else { continue };
+                    if v.0 > 0 {
+                        if let Some(e) = self.base.get_mut(&inst).and_then(|t| t.get_mut(&n)) {
+                            *e = e.add(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The promotion attribute an instance's agent set on a node. For an anonymous clone
+    /// it belongs to the instance active there (under the name it ran as), or, where none
+    /// is active, to any instance.
+    fn promotion_attr(&self, clone: RscId, inst: RscId, n: NodeId, unique: bool) -> Option<Score> {
+        let node = &self.cl.nodes[n];
+        let r = &self.cl.rscs[inst];
+        let get = |name: &str| node.attrs.get(&format!("master-{name}")).and_then(|v| Score::parse(v));
+        if unique {
+            return get(&r.id);
+        }
+        let active_here = |i: RscId| self.cl.rscs[i].running_on.contains(&n);
+        if active_here(inst) {
+            let known = r.history.get(&n).map(|h| h.lrm_id.clone());
+            return known.and_then(|k| get(&k)).or_else(|| get(&r.base_id));
+        }
+        if self.cl.instances(clone).into_iter().any(active_here) {
+            return None;
+        }
+        get(&r.base_id)
     }
 
     /// rsc_ticket: a resource needing a ticket that is not granted (or is on standby)
@@ -485,7 +548,18 @@ impl<'c, 'a> Allocator<'c, 'a> {
         // Then instances that are stopped, and last those stranded on a node that can no
         // longer keep them: when there are fewer places than instances, they stay stopped.
         let stranded = |i: RscId| cl.lead_primitive(i).is_some_and(|p| cl.rscs[p].running_on.iter().any(|&n| !cl.nodes[n].online || cl.nodes[n].unclean));
-        insts.sort_by_key(|&i| (home(i).is_none(), stranded(i)));
+        // Among the rest, an instance with stronger preferences goes first: its available
+        // nodes' scores, best first, compared in turn.
+        let prefs = |i: RscId| -> Vec<std::cmp::Reverse<Score>> {
+            let mut v: Vec<Score> = cl
+                .lead_primitive(i)
+                .and_then(|p| self.base.get(&p))
+                .map(|t| t.iter().filter(|(&n, _)| cl.nodes[n].available()).map(|(_, &s)| s).collect())
+                .unwrap_or_default();
+            v.sort_by(|a, b| b.cmp(a));
+            v.into_iter().map(std::cmp::Reverse).collect()
+        };
+        insts.sort_by_key(|&i| (home(i).is_none(), stranded(i), if home(i).is_none() { prefs(i) } else { Vec::new() }));
         // An instance keeps its node only within a fair share of the instances per node.
         let available = cl.nodes.iter().filter(|n| n.available()).count().max(1);
         let fair = insts.len().div_ceil(available);
@@ -614,6 +688,22 @@ impl<'c, 'a> Allocator<'c, 'a> {
         score
     }
 
+    /// A resource's node table once placed, as its dependents see it: -INFINITY everywhere
+    /// when it is to be stopped.
+    fn final_table(&self, p: Primary) -> BTreeMap<NodeId, Score> {
+        match p {
+            Primary::Prim(id) => {
+                let r = &self.cl.rscs[id];
+                if self.cl.to_be_stopped(id) {
+                    r.allowed.keys().map(|&n| (n, Score::NEG_INF)).collect()
+                } else {
+                    r.allowed.clone()
+                }
+            }
+            Primary::CloneSet(c) | Primary::CloneRole(c, _) => self.own.get(&c).cloned().unwrap_or_default(),
+        }
+    }
+
     /// Choose which placed instances of a promotable clone are promoted (SCHEDULER-NOTES 5,
     /// promotable section): per-instance scores, summed per node over the non-negative ones,
     /// best first, within promoted-max and promoted-node-max.
@@ -639,6 +729,10 @@ impl<'c, 'a> Allocator<'c, 'a> {
             let mut s = self.instance_promotion_score(clone, i, n);
             for pc in self.promotion_colocs.iter().filter(|pc| pc.clone == clone) {
                 let pnodes = self.primary_nodes(pc.primary);
+                // A primary that is not placed says nothing about promotion.
+                if pnodes.is_empty() {
+                    continue;
+                }
                 let want = self.node_attr(n, &pc.node_attribute);
                 let matches = pnodes.iter().any(|&m| self.node_attr(m, &pc.node_attribute) == want);
                 if pc.score.is_inf() {
@@ -660,6 +754,22 @@ impl<'c, 'a> Allocator<'c, 'a> {
             if scores[&i].0 >= 0 {
                 let e = per_node.entry(n).or_insert(Score::ZERO);
                 *e = e.add(scores[&i]);
+            }
+        }
+        // Promoted-role colocations also fold the primary's node table into the per-node
+        // sums, at the colocation's strength (a primary banned everywhere bans promotion).
+        for pc in self.promotion_colocs.iter().filter(|pc| pc.clone == clone) {
+            let ptable = self.final_table(pc.primary);
+            let f = factor(pc.score);
+            for (&n, total) in per_node.iter_mut() {
+                let want = self.node_attr(n, &pc.node_attribute);
+                let best = ptable.iter().filter(|(&m, _)| self.node_attr(m, &pc.node_attribute) == want).map(|(_, &v)| v).max();
+                if let Some(best) = best {
+                    if f < 0.0 && best.0 < 0 {
+                        continue;
+                    }
+                    *total = total.add(scale(best, f));
+                }
             }
         }
         let final_score = |i: RscId, n: NodeId| if scores[&i].0 >= 0 { per_node[&n] } else { scores[&i] };

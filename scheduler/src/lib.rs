@@ -226,7 +226,7 @@ impl Transition<'_> {
             }
             // A resource that is to be stopped is banned everywhere before its table is shown;
             // one that merely finds no usable node shows its table as it is.
-            let to_stop = r.force_stop || r.orphan || self.disabled(id);
+            let to_stop = cl.to_be_stopped(id);
             for (&n, &s) in &r.allowed {
                 let shown = if to_stop { Score::NEG_INF } else { s };
                 lines.push(format!("pcmk__primitive_assign: {} allocation score on {}: {}", r.id, cl.nodes[n].name, shown));
@@ -239,19 +239,6 @@ impl Transition<'_> {
             out.push('\n');
         }
         out
-    }
-
-    /// Target-role Stopped on the resource or an ancestor.
-    fn disabled(&self, id: unpack::RscId) -> bool {
-        let cl = &self.cluster;
-        let mut cur = Some(id);
-        while let Some(c) = cur {
-            if cl.rscs[c].target_role == Some(Role::Stopped) {
-                return true;
-            }
-            cur = cl.rscs[c].parent;
-        }
-        false
     }
 
     /// `pcmk__clone_allocate` lines (the clone and each instance, before placement) and,
