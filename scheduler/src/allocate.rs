@@ -622,8 +622,9 @@ impl<'c, 'a> Allocator<'c, 'a> {
             }
         }
         let mut score = s.unwrap_or(Score(-1));
-        // An instance already promoted here keeps its role as strongly as it keeps its node.
-        for &p in &prims {
+        // An instance already promoted here keeps its role as strongly as it keeps its node
+        // (only when the agent gave it a promotion score at all).
+        for &p in prims.iter().filter(|_| s.is_some()) {
             let r = &self.cl.rscs[p];
             if r.role == Role::Promoted && r.running_on == [n] && r.managed {
                 score = score.add(r.stickiness);

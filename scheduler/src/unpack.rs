@@ -551,10 +551,18 @@ impl<'a> Cluster<'a> {
             d
         };
         let maintenance = self.options.maintenance_mode;
+        // Clone instances stick to their node by 1 unless told otherwise.
+        let mut in_clone = false;
+        let mut cur = self.rscs[id].parent;
+        while let Some(p) = cur {
+            in_clone |= matches!(self.rscs[p].kind, Kind::Clone { .. });
+            cur = self.rscs[p].parent;
+        }
+        let default_stickiness = if in_clone { Score(1) } else { Score::ZERO };
         let r = &mut self.rscs[id];
         let get = |k: &str| r.meta.get(k).or_else(|| defaults.get(k)).cloned();
         r.priority = get("priority").and_then(|v| Score::parse(&v)).unwrap_or(Score::ZERO).0;
-        r.stickiness = get("resource-stickiness").or_else(|| get("default-resource-stickiness")).and_then(|v| Score::parse(&v)).unwrap_or(Score::ZERO);
+        r.stickiness = get("resource-stickiness").or_else(|| get("default-resource-stickiness")).and_then(|v| Score::parse(&v)).unwrap_or(default_stickiness);
         r.migration_threshold = get("migration-threshold").and_then(|v| Score::parse(&v)).map(|s| s.0).unwrap_or(crate::score::INFINITY);
         r.failure_timeout_s = get("failure-timeout").and_then(|v| parse_duration_s(&v)).unwrap_or(0);
         r.managed = get("is-managed").map(|v| cib::is_true(&v)).unwrap_or(true) && !maintenance && !get("maintenance").is_some_and(|v| cib::is_true(&v));
