@@ -305,7 +305,7 @@ impl<'c, 'a> Allocator<'c, 'a> {
                     if !self.cl.nodes[n].available() {
                         continue;
                     }
-                    let Some(v) = self.promotion_attr(clone, inst, n, unique) else { continue };
+                    let Some(v) = self.promotion_attr(inst, n, unique) else { continue };
                     if v.0 > 0 {
                         if let Some(e) = self.base.get_mut(&inst).and_then(|t| t.get_mut(&n)) {
                             *e = e.add(v);
@@ -316,25 +316,32 @@ impl<'c, 'a> Allocator<'c, 'a> {
         }
     }
 
-    /// The promotion attribute an instance's agent set on a node. For an anonymous clone
-    /// it belongs to the instance active there (under the name it ran as), or, where none
-    /// is active, to any instance.
-    fn promotion_attr(&self, clone: RscId, inst: RscId, n: NodeId, unique: bool) -> Option<Score> {
+    /// The promotion attribute an instance's agent set on a node, under the name the
+    /// instance ran as (anonymous instance numbers are not stable across runs). For an
+    /// anonymous clone only the instance active on the node reads it there (any instance,
+    /// when none is active); an instance that ran elsewhere but never on this node reads
+    /// nothing there.
+    fn promotion_attr(&self, p: RscId, n: NodeId, unique: bool) -> Option<Score> {
         let node = &self.cl.nodes[n];
-        let r = &self.cl.rscs[inst];
+        let r = &self.cl.rscs[p];
         let get = |name: &str| node.attrs.get(&format!("master-{name}")).and_then(|v| Score::parse(v));
-        if unique {
-            return get(&r.id);
+        let mine = !unique && {
+            let siblings: Vec<RscId> = match self.cl.clone_of(p) {
+                Some(c) => self.cl.primitives_of(c).into_iter().filter(|&q| self.cl.rscs[q].base_id == r.base_id).collect(),
+                None => vec![p],
+            };
+            let active: Vec<RscId> = siblings.into_iter().filter(|&q| self.cl.rscs[q].running_on.contains(&n)).collect();
+            active.is_empty() || active.contains(&p)
+        };
+        if !mine {
+            let seen = !r.running_on.is_empty() || !r.history.is_empty();
+            if seen && !r.running_on.contains(&n) && !r.history.contains_key(&n) {
+                return None;
+            }
         }
-        let active_here = |i: RscId| self.cl.rscs[i].running_on.contains(&n);
-        if active_here(inst) {
-            let known = r.history.get(&n).map(|h| h.lrm_id.clone());
-            return known.and_then(|k| get(&k)).or_else(|| get(&r.base_id));
-        }
-        if self.cl.instances(clone).into_iter().any(active_here) {
-            return None;
-        }
-        get(&r.base_id)
+        let active = |h: &&crate::unpack::NodeHistory| h.role > Role::Stopped;
+        let known = r.history.get(&n).filter(active).or_else(|| r.history.values().find(active)).map(|h| h.lrm_id.as_str()).unwrap_or(r.id.as_str());
+        get(known).or_else(|| if unique { None } else { get(&r.base_id) })
     }
 
     /// rsc_ticket: a resource needing a ticket that is not granted (or is on standby)
@@ -608,15 +615,8 @@ impl<'c, 'a> Allocator<'c, 'a> {
         let prims = self.cl.primitives_of(inst);
         let mut s = None;
         for &p in &prims {
-            let r = &self.cl.rscs[p];
-            // The agent names the attribute after the instance it ran as; an anonymous clone's
-            // instance numbers are not stable across runs.
-            let anonymous = matches!(self.cl.rscs[clone].kind, Kind::Clone { unique: false, .. });
-            let mut found = [format!("master-{}", r.id), format!("master-{}", r.base_id)].into_iter().find_map(|k| node.attrs.get(&k).and_then(|v| Score::parse(v)));
-            if found.is_none() && anonymous {
-                // The number it ran under here is the one in its history on this node.
-                found = r.history.get(&n).filter(|h| h.role > Role::Stopped).and_then(|h| node.attrs.get(&format!("master-{}", h.lrm_id))).and_then(|v| Score::parse(v));
-            }
+            let unique = matches!(self.cl.rscs[clone].kind, Kind::Clone { unique: true, .. });
+            let found = self.promotion_attr(p, n, unique);
             if let Some(v) = found {
                 s = Some(s.map_or(v, |x: Score| x.add(v)));
             }
