@@ -622,15 +622,6 @@ impl<'c, 'a> Allocator<'c, 'a> {
             }
         }
         let mut score = s.unwrap_or(Score(-1));
-        // An instance already promoted here keeps its role as strongly as it keeps its node
-        // (only when the agent gave it a promotion score at all).
-        for &p in prims.iter().filter(|_| s.is_some()) {
-            let r = &self.cl.rscs[p];
-            if r.role == Role::Promoted && r.running_on == [n] && r.managed {
-                score = score.add(r.stickiness);
-                break;
-            }
-        }
         // A ticket the Promoted role depends on, if not granted, forbids promotion.
         for t in &self.cl.cib.config.constraints.tickets {
             let state = self.cl.cib.status.tickets.iter().find(|s| s.id == t.ticket);
@@ -689,6 +680,14 @@ impl<'c, 'a> Allocator<'c, 'a> {
         score
     }
 
+    /// A primitive that stands for its group (the first member) or for itself.
+    fn is_lead(&self, p: RscId) -> bool {
+        match self.cl.rscs[p].parent {
+            Some(g) if self.cl.rscs[g].kind == Kind::Group => self.cl.rscs[g].children.first() == Some(&p),
+            _ => true,
+        }
+    }
+
     /// A resource's node table once placed, as its dependents see it: -INFINITY everywhere
     /// when it is to be stopped.
     fn final_table(&self, p: Primary) -> BTreeMap<NodeId, Score> {
@@ -736,16 +735,10 @@ impl<'c, 'a> Allocator<'c, 'a> {
                 }
                 let want = self.node_attr(n, &pc.node_attribute);
                 let matches = pnodes.iter().any(|&m| self.node_attr(m, &pc.node_attribute) == want);
-                if pc.score.is_inf() {
-                    if !matches {
-                        s = Score::NEG_INF;
-                    }
-                } else if pc.score.is_neg_inf() {
-                    if matches {
-                        s = Score::NEG_INF;
-                    }
-                } else if matches {
+                if matches {
                     s = s.add(pc.score);
+                } else if pc.score.is_inf() {
+                    s = Score::NEG_INF;
                 }
             }
             scores.insert(i, s);
@@ -771,6 +764,34 @@ impl<'c, 'a> Allocator<'c, 'a> {
                     }
                     *total = total.add(scale(best, f));
                 }
+            }
+        }
+        // Resources that want to be with the promoted instance pull promotion their way: their
+        // node tables fold in (positive pulls only count where they leave a usable node).
+        let deps: Vec<PrimColoc> = self
+            .colocs
+            .iter()
+            .filter(|c| c.primary == Primary::CloneRole(clone, Role::Promoted) && c.influence && self.is_lead(c.dependent))
+            .cloned()
+            .collect();
+        for c in deps {
+            let Some(dtable) = self.base.get(&c.dependent) else { continue };
+            let f = factor(c.score);
+            let before = per_node.clone();
+            for (&n, total) in per_node.iter_mut() {
+                let want = self.node_attr(n, &c.node_attribute);
+                let best = dtable.iter().filter(|(&m, _)| self.cl.nodes[m].available() && self.node_attr(m, &c.node_attribute) == want).map(|(_, &v)| v).max();
+                if let Some(best) = best {
+                    if f < 0.0 && best.0 < 0 {
+                        continue;
+                    }
+                    // A pull never turns a node negative: a node that was preferred keeps 1.
+                    let sum = total.add(scale(best, f));
+                    *total = if sum.0 < 0 && total.0 >= 0 { Score(total.0.min(1)) } else { sum };
+                }
+            }
+            if !per_node.values().any(|s| s.0 >= 0) {
+                per_node = before;
             }
         }
         let final_score = |i: RscId, n: NodeId| if scores[&i].0 >= 0 { per_node[&n] } else { scores[&i] };
