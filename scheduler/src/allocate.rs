@@ -873,9 +873,29 @@ impl<'c, 'a> Allocator<'c, 'a> {
         let attr_vals: BTreeSet<Option<&str>> = pnodes.iter().map(|&n| self.node_attr(n, &c.node_attribute)).collect();
         let matches = |n: NodeId| !pnodes.is_empty() && attr_vals.contains(&self.node_attr(n, &c.node_attribute));
         if c.score.is_inf() {
+            // With a role of a promotable clone, the dependent also takes on the score the
+            // instance in that role got on its node.
+            let role_weight = |n: NodeId| -> Score {
+                let Primary::CloneRole(clone, role) = c.primary else { return Score::ZERO };
+                let want = self.node_attr(n, &c.node_attribute);
+                self.cl
+                    .instances(clone)
+                    .into_iter()
+                    .filter_map(|i| self.cl.lead_primitive(i))
+                    .filter(|&p| (self.cl.rscs[p].next_role == Role::Promoted) == (role == Role::Promoted))
+                    .filter_map(|p| {
+                        let r = &self.cl.rscs[p];
+                        let at = r.assigned?;
+                        (self.node_attr(at, &c.node_attribute) == want).then(|| r.allowed.get(&at).copied().unwrap_or(Score::ZERO))
+                    })
+                    .max()
+                    .unwrap_or(Score::ZERO)
+            };
             for (&n, s) in table.iter_mut() {
                 if !matches(n) {
                     *s = Score::NEG_INF;
+                } else {
+                    *s = s.add(role_weight(n));
                 }
             }
             return;
