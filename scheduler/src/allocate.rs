@@ -493,7 +493,7 @@ impl<'c, 'a> Allocator<'c, 'a> {
             return;
         }
         self.cl.rscs[clone].allocating = true;
-        let mut insts = self.cl.instances(clone);
+        let mut insts: Vec<RscId> = self.cl.instances(clone).into_iter().filter(|&i| !self.cl.rscs[i].orphan).collect();
         // Instances running on a node that can keep them go first and stay put; then the
         // rest, so an instance on a lost node is the one left stopped (no reshuffling).
         let cl = &*self.cl;

@@ -253,7 +253,7 @@ impl Transition<'_> {
             }
         }
         for &i in instances {
-            if let Some(t) = table_of(i) {
+            if let Some(t) = table_of(i).filter(|_| !cl.rscs[i].orphan) {
                 for (&n, s) in t {
                     lines.push(format!("pcmk__clone_allocate: {} allocation score on {}: {}", cl.rscs[i].id, cl.nodes[n].name, s));
                 }

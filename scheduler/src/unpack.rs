@@ -675,6 +675,18 @@ impl<'a> Cluster<'a> {
         // Anonymous clone instances: history may use the bare id or any instance number.
         let candidates: Vec<RscId> = (0..self.rscs.len()).filter(|&i| self.rscs[i].is_primitive() && self.rscs[i].base_id == base && self.rscs[i].id != self.rscs[i].base_id).collect();
         if !candidates.is_empty() {
+            // A second record on a node where an instance of an anonymous clone is already
+            // active is an extra (orphan) instance of its own, to be stopped.
+            let active_here = candidates.iter().find(|&&c| self.rscs[c].history.get(&node).is_some_and(|h| h.role > Role::Stopped)).copied();
+            if let Some(c) = active_here {
+                let clone = self.rscs[c].parent.filter(|&p| matches!(self.rscs[p].kind, Kind::Clone { unique: false, .. }));
+                if let (Some(clone), Some(prim)) = (clone, self.rscs[c].prim.clone()) {
+                    let n = self.rscs[clone].children.len();
+                    let id = self.add_primitive(&prim, &format!(":{n}"), Some(clone));
+                    self.rscs[id].orphan = true;
+                    return id;
+                }
+            }
             // The instance number in the history of an anonymous clone means nothing: prefer
             // an instance already holding history on this node (same group instance), then
             // the first instance with nothing active yet, in the order nodes are read.
