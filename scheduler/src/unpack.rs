@@ -678,7 +678,9 @@ impl<'a> Cluster<'a> {
             // A second record on a node where an instance of an anonymous clone is already
             // active is an extra (orphan) instance of its own, to be stopped.
             let active_here = candidates.iter().find(|&&c| self.rscs[c].history.get(&node).is_some_and(|h| h.role > Role::Stopped)).copied();
-            if let Some(c) = active_here {
+            // So is a record for which every instance is already active elsewhere.
+            let none_free = || candidates.iter().all(|&c| self.instance_busy_elsewhere(c, node) && !self.instance_on_node(c, node));
+            if let Some(c) = active_here.or_else(|| none_free().then(|| candidates[0])) {
                 let clone = self.rscs[c].parent.filter(|&p| matches!(self.rscs[p].kind, Kind::Clone { unique: false, .. }));
                 if let (Some(clone), Some(prim)) = (clone, self.rscs[c].prim.clone()) {
                     let n = self.rscs[clone].children.len();
