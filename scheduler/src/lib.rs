@@ -246,16 +246,19 @@ impl Transition<'_> {
     fn clone_score_lines(&self, clone: unpack::RscId, promotable: bool, lines: &mut Vec<String>) {
         let cl = &self.cluster;
         let instances = &cl.rscs[clone].children;
-        let table_of = |i: unpack::RscId| cl.lead_primitive(i).and_then(|p| self.base_tables.get(&p));
         if let Some(t) = self.base_tables.get(&clone) {
             for (&n, s) in t {
                 lines.push(format!("pcmk__clone_allocate: {} allocation score on {}: {}", cl.rscs[clone].id, cl.nodes[n].name, s));
             }
         }
         for &i in instances {
-            if let Some(t) = table_of(i).filter(|_| !cl.rscs[i].orphan) {
-                for (&n, s) in t {
-                    lines.push(format!("pcmk__clone_allocate: {} allocation score on {}: {}", cl.rscs[i].id, cl.nodes[n].name, s));
+            // Each instance's table, and below it its members' (for cloned groups).
+            let shown: Vec<unpack::RscId> = if cl.rscs[i].orphan { Vec::new() } else { cl.descendants(i) };
+            for r in shown {
+                if let Some(t) = self.base_tables.get(&r) {
+                    for (&n, s) in t {
+                        lines.push(format!("pcmk__clone_allocate: {} allocation score on {}: {}", cl.rscs[r].id, cl.nodes[n].name, s));
+                    }
                 }
             }
             if promotable {
