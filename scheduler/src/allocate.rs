@@ -537,10 +537,24 @@ impl<'c, 'a> Allocator<'c, 'a> {
             // Nodes already at their instance limit are closed to this instance.
             let full: Vec<NodeId> = per_node.iter().filter(|(_, &c)| c >= node_max).map(|(&n, _)| n).collect();
             let members: Vec<RscId> = self.cl.primitives_of(i);
+            // So are nodes that cannot run anything, and a ban on the clone holds for each
+            // instance.
+            let closed: Vec<NodeId> = (0..self.cl.nodes.len()).filter(|&n| !self.cl.nodes[n].available()).collect();
+            let clone_bans: Vec<(NodeId, Score)> = self.own.get(&clone).map(|t| t.iter().filter(|(_, s)| s.0 < 0).map(|(&n, &s)| (n, s)).collect()).unwrap_or_default();
             for &m in &members {
                 if let Some(t) = self.base.get_mut(&m) {
                     for &n in &full {
                         t.insert(n, Score::NEG_INF);
+                    }
+                    for &(n, b) in &clone_bans {
+                        if let Some(e) = t.get_mut(&n) {
+                            *e = e.add(b);
+                        }
+                    }
+                    for &n in &closed {
+                        if let Some(e) = t.get_mut(&n) {
+                            *e = Score::NEG_INF;
+                        }
                     }
                 }
             }
