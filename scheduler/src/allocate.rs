@@ -620,7 +620,7 @@ impl<'c, 'a> Allocator<'c, 'a> {
         if in_progress {
             return;
         }
-        let pnodes = self.primary_nodes(c.primary);
+        let pnodes = self.interleaved_partner(c, table).unwrap_or_else(|| self.primary_nodes(c.primary));
         let attr_vals: BTreeSet<Option<&str>> = pnodes.iter().map(|&n| self.node_attr(n, &c.node_attribute)).collect();
         let matches = |n: NodeId| !pnodes.is_empty() && attr_vals.contains(&self.node_attr(n, &c.node_attribute));
         if c.score.is_inf() {
@@ -677,6 +677,21 @@ impl<'c, 'a> Allocator<'c, 'a> {
         if !self.has_usable_node(table) {
             *table = before;
         }
+    }
+
+    /// An instance of an interleaved clone colocated with another clone follows one
+    /// instance of it: the one placed on the best node of the instance's table that has one.
+    fn interleaved_partner(&self, c: &PrimColoc, table: &BTreeMap<NodeId, Score>) -> Option<Vec<NodeId>> {
+        let Primary::CloneSet(primary) = c.primary else { return None };
+        let mine = self.cl.clone_of(c.dependent)?;
+        if mine == primary || !self.cl.rscs[mine].meta_bool("interleave", false) {
+            return None;
+        }
+        let placed = self.primary_nodes(c.primary);
+        let mut nodes: Vec<(NodeId, Score)> = table.iter().map(|(&n, &s)| (n, s)).collect();
+        let nd = |n: NodeId| &self.cl.nodes[n];
+        nodes.sort_by(|a, b| b.1.cmp(&a.1).then(nd(a.0).assigned_count.cmp(&nd(b.0).assigned_count)).then(nd(a.0).name.as_bytes().cmp(nd(b.0).name.as_bytes())));
+        Some(nodes.into_iter().map(|(n, _)| n).find(|n| placed.contains(n)).into_iter().collect())
     }
 
     fn has_usable_node(&self, table: &BTreeMap<NodeId, Score>) -> bool {
