@@ -73,21 +73,15 @@ impl Cluster<'_> {
         }
     }
 
-    /// Stopped whatever the scores say: disabled (itself or an ancestor), an orphan, or
-    /// forced to stop.
+    /// Stopped whatever the scores say: disabled (target-role, its own or inherited), an
+    /// orphan, or forced to stop.
     pub fn to_be_stopped(&self, id: RscId) -> bool {
         let r = &self.rscs[id];
         if r.force_stop || r.orphan {
             return true;
         }
-        let mut cur = Some(id);
-        while let Some(c) = cur {
-            if self.rscs[c].target_role == Some(Role::Stopped) {
-                return true;
-            }
-            cur = self.rscs[c].parent;
-        }
-        false
+        // Meta attributes are inherited, so this is the nearest target-role configured.
+        r.target_role == Some(Role::Stopped)
     }
 
     /// A resource and everything below it.
@@ -766,9 +760,6 @@ impl<'c, 'a> Allocator<'c, 'a> {
     fn choose_node(&self, id: RscId, table: &BTreeMap<NodeId, Score>) -> Option<NodeId> {
         let r = &self.cl.rscs[id];
         if self.cl.options.stop_all_resources || r.target_role == Some(Role::Stopped) || r.orphan || r.force_stop {
-            return None;
-        }
-        if r.parent.is_some_and(|p| self.cl.rscs[p].target_role == Some(Role::Stopped)) {
             return None;
         }
         let current = if r.running_on.len() == 1 { Some(r.running_on[0]) } else { None };
