@@ -711,7 +711,8 @@ impl<'c, 'a> Allocator<'c, 'a> {
                     .filter(|(&m, _)| self.cl.nodes[m].available() && self.node_attr(m, &c.node_attribute) == want)
                     .map(|(_, &v)| v)
                     .max();
-                let Some(best) = best else { continue };
+                // No usable node with that value: the dependent counts as banned there.
+                let best = best.unwrap_or(Score::NEG_INF);
                 if f < 0.0 && best.0 < 0 {
                     continue;
                 }
