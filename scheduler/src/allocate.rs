@@ -622,6 +622,10 @@ impl<'c, 'a> Allocator<'c, 'a> {
             // instance in that role got on its node.
             let role_weight = |n: NodeId| -> Score {
                 let Primary::CloneRole(clone, role) = c.primary else { return Score::ZERO };
+                // A group takes it once, through its first member.
+                if !self.is_lead(c.dependent) {
+                    return Score::ZERO;
+                }
                 let want = self.node_attr(n, &c.node_attribute);
                 self.cl
                     .instances(clone)

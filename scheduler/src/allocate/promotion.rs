@@ -136,7 +136,7 @@ impl Allocator<'_, '_> {
     }
 
     /// A primitive that stands for its group (the first member) or for itself.
-    fn is_lead(&self, p: RscId) -> bool {
+    pub(super) fn is_lead(&self, p: RscId) -> bool {
         match self.cl.rscs[p].parent {
             Some(g) if self.cl.rscs[g].kind == Kind::Group => self.cl.rscs[g].children.first() == Some(&p),
             _ => true,
