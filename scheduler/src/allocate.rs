@@ -47,6 +47,8 @@ pub struct Allocator<'c, 'a> {
     pub base: BTreeMap<RscId, BTreeMap<NodeId, Score>>,
     /// Per group or clone: its own node table (the locations aimed at it or an ancestor).
     pub own: BTreeMap<RscId, BTreeMap<NodeId, Score>>,
+    /// Cloned groups and their members: their tables when the group instance is placed.
+    pub assign_tables: BTreeMap<RscId, BTreeMap<NodeId, Score>>,
     /// Expired failures to clear: (resource, node).
     pub clear_failcounts: Vec<(RscId, NodeId)>,
     /// Clone instances that keep their current node when it is still allowed.
@@ -117,7 +119,7 @@ fn is_started_role(r: Option<Role>) -> bool {
 
 impl<'c, 'a> Allocator<'c, 'a> {
     pub fn new(cl: &'c mut Cluster<'a>, colocs: &[Coloc]) -> Allocator<'c, 'a> {
-        let mut a = Allocator { cl, colocs: Vec::new(), base: BTreeMap::new(), own: BTreeMap::new(), clear_failcounts: Vec::new(), preferred: BTreeMap::new(), promotion_colocs: Vec::new(), used: BTreeMap::new() };
+        let mut a = Allocator { cl, colocs: Vec::new(), base: BTreeMap::new(), own: BTreeMap::new(), assign_tables: BTreeMap::new(), clear_failcounts: Vec::new(), preferred: BTreeMap::new(), promotion_colocs: Vec::new(), used: BTreeMap::new() };
         a.build_colocations(colocs);
         a
     }
@@ -535,8 +537,11 @@ impl<'c, 'a> Allocator<'c, 'a> {
             // instance.
             let closed: Vec<NodeId> = (0..self.cl.nodes.len()).filter(|&n| !self.cl.nodes[n].available()).collect();
             let clone_bans: Vec<(NodeId, Score)> = self.own.get(&clone).map(|t| t.iter().filter(|(_, s)| s.0 < 0).map(|(&n, &s)| (n, s)).collect()).unwrap_or_default();
-            for &m in &members {
-                if let Some(t) = self.base.get_mut(&m) {
+            let is_group = self.cl.rscs[i].kind == Kind::Group;
+            let touched: Vec<RscId> = if is_group { self.cl.descendants(i) } else { members.clone() };
+            for &m in &touched {
+                let table = if self.cl.rscs[m].is_primitive() { self.base.get_mut(&m) } else { self.own.get_mut(&m) };
+                if let Some(t) = table {
                     for &n in &full {
                         t.insert(n, Score::NEG_INF);
                     }
@@ -549,6 +554,14 @@ impl<'c, 'a> Allocator<'c, 'a> {
                         if let Some(e) = t.get_mut(&n) {
                             *e = Score::NEG_INF;
                         }
+                    }
+                }
+            }
+            // A cloned group shows its tables as they are when it is placed.
+            if is_group {
+                for &m in &touched {
+                    if let Some(t) = self.base.get(&m).or_else(|| self.own.get(&m)) {
+                        self.assign_tables.insert(m, t.clone());
                     }
                 }
             }

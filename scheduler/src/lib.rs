@@ -92,6 +92,8 @@ pub struct Transition<'a> {
     /// Each resource's node table before colocations (shown by `-s` for groups, their
     /// members and clones).
     pub base_tables: std::collections::BTreeMap<unpack::RscId, std::collections::BTreeMap<unpack::NodeId, Score>>,
+    /// Cloned groups and their members: their tables when the group was placed.
+    pub group_tables: std::collections::BTreeMap<unpack::RscId, std::collections::BTreeMap<unpack::NodeId, Score>>,
 }
 
 /// Run the scheduler over a CIB at time `now`.
@@ -100,13 +102,13 @@ pub fn schedule(cib: &Cib, now: NaiveDateTime) -> Transition<'_> {
     cluster.apply_policies();
     let colocs = cluster.colocations();
     let orders = cluster.orders();
-    let (clear, base_tables) = {
+    let (clear, base_tables, group_tables) = {
         let mut alloc = allocate::Allocator::new(&mut cluster, &colocs);
         alloc.build_tables();
         let mut base = alloc.base.clone();
         base.extend(alloc.own.clone());
         alloc.allocate_all();
-        (alloc.clear_failcounts.clone(), base)
+        (alloc.clear_failcounts.clone(), base, alloc.assign_tables.clone())
     };
     for r in cluster.rscs.iter_mut() {
         // Promotable instances got their role from the promotion step.
@@ -119,7 +121,7 @@ pub fn schedule(cib: &Cib, now: NaiveDateTime) -> Transition<'_> {
     }
     let plan = actions::plan(&cluster, &orders, &colocs, &clear);
     let executed = summary::executed(&plan);
-    Transition { cluster, plan, executed, base_tables }
+    Transition { cluster, plan, executed, base_tables, group_tables }
 }
 
 impl Cluster<'_> {
@@ -207,7 +209,7 @@ impl Transition<'_> {
                 self.clone_score_lines(id, promotable, &mut lines);
             }
             if r.kind == unpack::Kind::Group {
-                if let Some(base) = self.base_tables.get(&id) {
+                if let Some(base) = self.group_tables.get(&id).or_else(|| self.base_tables.get(&id)) {
                     for (&n, s) in base {
                         lines.push(format!("pcmk__group_assign: {} allocation score on {}: {}", r.id, cl.nodes[n].name, s));
                     }
@@ -218,7 +220,7 @@ impl Transition<'_> {
             }
             let in_group = r.parent.is_some_and(|p| cl.rscs[p].kind == unpack::Kind::Group);
             if in_group {
-                if let Some(base) = self.base_tables.get(&id) {
+                if let Some(base) = self.group_tables.get(&id).or_else(|| self.base_tables.get(&id)) {
                     for (&n, s) in base {
                         lines.push(format!("pcmk__group_assign: {} allocation score on {}: {}", r.id, cl.nodes[n].name, s));
                     }
