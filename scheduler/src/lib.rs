@@ -92,7 +92,7 @@ pub struct Transition<'a> {
     /// Each resource's node table before colocations (shown by `-s` for groups, their
     /// members and clones).
     pub base_tables: std::collections::BTreeMap<unpack::RscId, std::collections::BTreeMap<unpack::NodeId, Score>>,
-    /// Cloned groups and their members: their tables when the group was placed.
+    /// Clones, cloned groups and their members: their tables when they were placed.
     pub group_tables: std::collections::BTreeMap<unpack::RscId, std::collections::BTreeMap<unpack::NodeId, Score>>,
 }
 
@@ -248,7 +248,7 @@ impl Transition<'_> {
     fn clone_score_lines(&self, clone: unpack::RscId, promotable: bool, lines: &mut Vec<String>) {
         let cl = &self.cluster;
         let instances = &cl.rscs[clone].children;
-        if let Some(t) = self.base_tables.get(&clone) {
+        if let Some(t) = self.group_tables.get(&clone).or_else(|| self.base_tables.get(&clone)) {
             for (&n, s) in t {
                 lines.push(format!("pcmk__clone_allocate: {} allocation score on {}: {}", cl.rscs[clone].id, cl.nodes[n].name, s));
             }
