@@ -21,7 +21,9 @@ impl Allocator<'_, '_> {
         let home = |i: RscId| -> Option<NodeId> {
             let lp = cl.lead_primitive(i)?;
             let r = &cl.rscs[lp];
-            (r.running_on.len() == 1 && cl.nodes[r.running_on[0]].available()).then(|| r.running_on[0])
+            let n = *r.running_on.first()?;
+            let allowed = self.base.get(&lp).and_then(|t| t.get(&n)).is_some_and(|s| s.0 >= 0);
+            (r.running_on.len() == 1 && cl.nodes[n].available() && allowed).then_some(n)
         };
         // Then instances that are stopped, and last those stranded on a node that can no
         // longer keep them: when there are fewer places than instances, they stay stopped.
