@@ -898,7 +898,12 @@ impl<'a> Cluster<'a> {
                 continue;
             }
             let target = op.target_rc().unwrap_or(if probe { 7 } else { 0 });
-            let rc = op.rc_code;
+            // Degraded results count as the healthy ones they degrade.
+            let rc = match op.rc_code {
+                190 => 0,
+                191 => 8,
+                rc => rc,
+            };
             // "done" and "error" statuses are re-derived from the rc; others (timeout...) stand.
             let status_ok = op.op_status == 0 || op.op_status == 4;
             let success = status_ok && (rc == target || (rc == 0 && target == 7 && probe) || (rc == 7 && probe) || (rc == 8 && probe));

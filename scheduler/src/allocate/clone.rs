@@ -28,8 +28,8 @@ impl Allocator<'_, '_> {
         // Then instances that are stopped, and last those stranded on a node that can no
         // longer keep them: when there are fewer places than instances, they stay stopped.
         let stranded = |i: RscId| cl.lead_primitive(i).is_some_and(|p| cl.rscs[p].running_on.iter().any(|&n| !cl.nodes[n].online || cl.nodes[n].unclean));
-        // Among the rest, an instance with stronger preferences goes first: its available
-        // nodes' scores, best first, compared in turn.
+        // Then an instance with stronger preferences goes first: its available nodes'
+        // scores, best first, compared in turn.
         let prefs = |i: RscId| -> Vec<std::cmp::Reverse<Score>> {
             let mut v: Vec<Score> = cl
                 .lead_primitive(i)
@@ -39,7 +39,9 @@ impl Allocator<'_, '_> {
             v.sort_by(|a, b| b.cmp(a));
             v.into_iter().map(std::cmp::Reverse).collect()
         };
-        insts.sort_by_key(|&i| (home(i).is_none(), stranded(i), if home(i).is_none() { prefs(i) } else { Vec::new() }));
+        // Failed instances come after healthy ones.
+        let failed = |i: RscId| cl.primitives_of(i).iter().any(|&p| cl.rscs[p].failed);
+        insts.sort_by_key(|&i| (home(i).is_none(), stranded(i), failed(i), prefs(i)));
         // An instance keeps its node only within a fair share of the instances per node.
         let available = cl.nodes.iter().filter(|n| n.available()).count().max(1);
         let fair = insts.len().div_ceil(available);
