@@ -80,7 +80,8 @@ impl Cluster<'_> {
     /// orphan, or forced to stop.
     pub fn to_be_stopped(&self, id: RscId) -> bool {
         let r = &self.rscs[id];
-        if r.force_stop || r.orphan {
+        // Losing quorum stops resources without banning them.
+        if (r.force_stop && r.stop_reason != Some("due to no quorum")) || r.orphan {
             return true;
         }
         // Meta attributes are inherited, so this is the nearest target-role configured.
