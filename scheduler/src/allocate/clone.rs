@@ -41,7 +41,11 @@ impl Allocator<'_, '_> {
         };
         // Failed instances come after healthy ones.
         let failed = |i: RscId| cl.primitives_of(i).iter().any(|&p| cl.rscs[p].failed);
-        insts.sort_by_key(|&i| (home(i).is_none(), stranded(i), failed(i), prefs(i)));
+        // Active instances on nodes the clone likes better (its own table, with what is
+        // colocated with it) go first.
+        let clone_table = self.own.get(&clone).cloned().unwrap_or_default();
+        let at_home = |i: RscId| std::cmp::Reverse(home(i).and_then(|n| clone_table.get(&n).copied()).unwrap_or(Score::NEG_INF));
+        insts.sort_by_key(|&i| (home(i).is_none(), stranded(i), failed(i), at_home(i), prefs(i)));
         // An instance keeps its node only within a fair share of the instances per node.
         let available = cl.nodes.iter().filter(|n| n.available()).count().max(1);
         let fair = insts.len().div_ceil(available);
