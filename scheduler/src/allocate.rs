@@ -289,6 +289,16 @@ impl<'c, 'a> Allocator<'c, 'a> {
             }
         }
         self.base = tables;
+        // What an anonymous clone's instance may never do on a node, no instance may.
+        for id in 0..self.cl.rscs.len() {
+            let Some(c) = self.cl.clone_of(id).filter(|&c| matches!(self.cl.rscs[c].kind, Kind::Clone { unique: false, .. })) else { continue };
+            let bans: Vec<NodeId> = self.cl.rscs[id].history_bans.keys().copied().collect();
+            if let Some(t) = self.own.get_mut(&c) {
+                for n in bans {
+                    t.insert(n, Score::NEG_INF);
+                }
+            }
+        }
         self.add_promotion_preferences();
     }
 
