@@ -210,8 +210,9 @@ impl<'c, 'a> Allocator<'c, 'a> {
                 continue;
             }
             for target in self.cl.location_targets(&loc) {
-                // A group's preference counts once: it goes to the member the group is placed
-                // by; the other members only learn where they may run (and where never).
+                // A group's location (preference or ban) goes to the member the group is placed
+                // by; the others follow it through the group's chain and only learn where the
+                // constraint names a node.
                 let prims = self.cl.primitives_of(target);
                 let entries = self.location_scores(&loc, target);
                 for c in self.cl.descendants(target) {
@@ -230,7 +231,7 @@ impl<'c, 'a> Allocator<'c, 'a> {
                     let t = tables.entry(p).or_default();
                     for &(n, s) in &entries {
                         let e = t.entry(n).or_insert(Score::ZERO);
-                        if lead || s.is_neg_inf() {
+                        if lead {
                             *e = e.add(s);
                         }
                     }
