@@ -907,6 +907,13 @@ impl<'a> Cluster<'a> {
             // "done" and "error" statuses are re-derived from the rc; others (timeout...) stand.
             let status_ok = op.op_status == 0 || op.op_status == 4;
             let success = status_ok && (rc == target || (rc == 0 && target == 7 && probe) || (rc == 7 && probe) || (rc == 8 && probe));
+            // A failed probe whose failure-timeout has passed only says "not running".
+            let timeout = self.rscs[id].failure_timeout_s;
+            let expired = timeout > 0 && op.last_rc_change.is_some_and(|t| self.now.and_utc().timestamp() > t + timeout);
+            if probe && !success && expired {
+                h.role = Role::Stopped;
+                continue;
+            }
             if probe && (op.op_status == 7 || rc == 5) {
                 // Not installed: stopped and cannot run here.
                 h.role = Role::Stopped;
