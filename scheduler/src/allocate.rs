@@ -239,6 +239,17 @@ impl<'c, 'a> Allocator<'c, 'a> {
             }
         }
         self.apply_tickets(&mut tables);
+        let health: Vec<Score> = (0..self.cl.nodes.len()).map(|n| self.node_health(n)).collect();
+        for (&id, table) in tables.iter_mut() {
+            if self.cl.rscs[id].meta_bool("allow-unhealthy-nodes", false) {
+                continue;
+            }
+            for (&n, s) in table.iter_mut() {
+                if health[n] != Score::ZERO {
+                    *s = s.add(health[n]);
+                }
+            }
+        }
         let now_s = self.cl.now.and_utc().timestamp();
         for (&id, table) in tables.iter_mut() {
             let r = &self.cl.rscs[id];
@@ -301,6 +312,35 @@ impl<'c, 'a> Allocator<'c, 'a> {
             }
         }
         self.add_promotion_preferences();
+    }
+
+    /// A node's health score under `node-health-strategy`: the sum over its `#health*`
+    /// attributes, where red, yellow and green stand for the configured (or, for the
+    /// migrate-on-red and only-green strategies, fixed) scores.
+    fn node_health(&self, n: NodeId) -> Score {
+        let raw = &self.cl.options.raw;
+        let strategy = raw.get("node-health-strategy").map(|s| s.to_ascii_lowercase()).unwrap_or_else(|| "none".into());
+        let conf = |k: &str| raw.get(k).and_then(|v| Score::parse(v)).unwrap_or(Score::ZERO);
+        let (red, yellow, green) = match strategy.as_str() {
+            "migrate-on-red" => (Score::NEG_INF, Score::ZERO, Score::ZERO),
+            "only-green" => (Score::NEG_INF, Score::NEG_INF, Score::ZERO),
+            "progressive" | "custom" => (conf("node-health-red"), conf("node-health-yellow"), conf("node-health-green")),
+            _ => return Score::ZERO,
+        };
+        let mut total = Score::ZERO;
+        for (k, v) in &self.cl.nodes[n].attrs {
+            if !k.starts_with("#health") {
+                continue;
+            }
+            let s = match v.trim().to_ascii_lowercase().as_str() {
+                "red" => red,
+                "yellow" => yellow,
+                "green" => green,
+                other => Score::parse(other).unwrap_or(Score::ZERO),
+            };
+            total = total.add(s);
+        }
+        total
     }
 
     /// rsc_ticket: a resource needing a ticket that is not granted (or is on standby)
