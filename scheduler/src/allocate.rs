@@ -9,6 +9,9 @@ use crate::score::Score;
 use crate::unpack::{Cluster, Kind, NodeId, RscId};
 use crate::Role;
 
+mod clone;
+mod promotion;
+
 /// A colocation between primitives (groups and clones resolved).
 #[derive(Debug, Clone)]
 pub struct PrimColoc {
@@ -43,6 +46,10 @@ pub struct Allocator<'c, 'a> {
     pub colocs: Vec<PrimColoc>,
     /// Per primitive: its node table before colocations (what dependents fold from).
     pub base: BTreeMap<RscId, BTreeMap<NodeId, Score>>,
+    /// Per group or clone: its own node table (the locations aimed at it or an ancestor).
+    pub own: BTreeMap<RscId, BTreeMap<NodeId, Score>>,
+    /// Clones, cloned groups and their members: their tables when they are placed.
+    pub assign_tables: BTreeMap<RscId, BTreeMap<NodeId, Score>>,
     /// Expired failures to clear: (resource, node).
     pub clear_failcounts: Vec<(RscId, NodeId)>,
     /// Clone instances that keep their current node when it is still allowed.
@@ -69,6 +76,27 @@ impl Cluster<'_> {
         }
     }
 
+    /// Stopped whatever the scores say: disabled (target-role, its own or inherited), an
+    /// orphan, or forced to stop.
+    pub fn to_be_stopped(&self, id: RscId) -> bool {
+        let r = &self.rscs[id];
+        // Losing quorum stops resources without banning them.
+        if (r.force_stop && r.stop_reason != Some("due to no quorum")) || r.orphan {
+            return true;
+        }
+        // Meta attributes are inherited, so this is the nearest target-role configured.
+        r.target_role == Some(Role::Stopped)
+    }
+
+    /// A resource and everything below it.
+    pub fn descendants(&self, id: RscId) -> Vec<RscId> {
+        let mut out = vec![id];
+        for &c in &self.rscs[id].children {
+            out.extend(self.descendants(c));
+        }
+        out
+    }
+
     /// Clone instances (top of each instance subtree) of a clone.
     pub fn instances(&self, clone: RscId) -> Vec<RscId> {
         self.rscs[clone].children.clone()
@@ -93,7 +121,7 @@ fn is_started_role(r: Option<Role>) -> bool {
 
 impl<'c, 'a> Allocator<'c, 'a> {
     pub fn new(cl: &'c mut Cluster<'a>, colocs: &[Coloc]) -> Allocator<'c, 'a> {
-        let mut a = Allocator { cl, colocs: Vec::new(), base: BTreeMap::new(), clear_failcounts: Vec::new(), preferred: BTreeMap::new(), promotion_colocs: Vec::new(), used: BTreeMap::new() };
+        let mut a = Allocator { cl, colocs: Vec::new(), base: BTreeMap::new(), own: BTreeMap::new(), assign_tables: BTreeMap::new(), clear_failcounts: Vec::new(), preferred: BTreeMap::new(), promotion_colocs: Vec::new(), used: BTreeMap::new() };
         a.build_colocations(colocs);
         a
     }
@@ -171,6 +199,9 @@ impl<'c, 'a> Allocator<'c, 'a> {
             if self.cl.rscs[id].is_primitive() {
                 let t = if symmetric { (0..n_nodes).map(|n| (n, Score::ZERO)).collect() } else { BTreeMap::new() };
                 tables.insert(id, t);
+            } else {
+                let t = if symmetric { (0..n_nodes).map(|n| (n, Score::ZERO)).collect() } else { BTreeMap::new() };
+                self.own.insert(id, t);
             }
         }
         // Locations: a constraint on a group or clone applies to every primitive below it.
@@ -179,10 +210,19 @@ impl<'c, 'a> Allocator<'c, 'a> {
                 continue;
             }
             for target in self.cl.location_targets(&loc) {
-                // A group's preference counts once: it goes to the member the group is placed
-                // by; the other members only learn where they may run (and where never).
+                // A group's location (preference or ban) goes to the member the group is placed
+                // by; the others follow it through the group's chain and only learn where the
+                // constraint names a node.
                 let prims = self.cl.primitives_of(target);
                 let entries = self.location_scores(&loc, target);
+                for c in self.cl.descendants(target) {
+                    if let Some(t) = self.own.get_mut(&c) {
+                        for &(n, s) in &entries {
+                            let e = t.entry(n).or_insert(Score::ZERO);
+                            *e = e.add(s);
+                        }
+                    }
+                }
                 for p in prims {
                     let lead = match self.cl.rscs[p].parent {
                         Some(g) if self.cl.rscs[g].kind == Kind::Group && target != p => self.cl.rscs[g].children.first() == Some(&p),
@@ -191,7 +231,7 @@ impl<'c, 'a> Allocator<'c, 'a> {
                     let t = tables.entry(p).or_default();
                     for &(n, s) in &entries {
                         let e = t.entry(n).or_insert(Score::ZERO);
-                        if lead || s.is_neg_inf() {
+                        if lead {
                             *e = e.add(s);
                         }
                     }
@@ -199,6 +239,17 @@ impl<'c, 'a> Allocator<'c, 'a> {
             }
         }
         self.apply_tickets(&mut tables);
+        let health: Vec<Score> = (0..self.cl.nodes.len()).map(|n| self.node_health(n)).collect();
+        for (&id, table) in tables.iter_mut() {
+            if self.cl.rscs[id].meta_bool("allow-unhealthy-nodes", false) {
+                continue;
+            }
+            for (&n, s) in table.iter_mut() {
+                if health[n] != Score::ZERO {
+                    *s = s.add(health[n]);
+                }
+            }
+        }
         let now_s = self.cl.now.and_utc().timestamp();
         for (&id, table) in tables.iter_mut() {
             let r = &self.cl.rscs[id];
@@ -208,13 +259,22 @@ impl<'c, 'a> Allocator<'c, 'a> {
                     *s = s.add(r.stickiness);
                 }
             }
+            // An unmanaged resource is held where it is active.
+            if !r.managed {
+                for &n in &r.running_on {
+                    let e = table.entry(n).or_insert(Score::ZERO);
+                    *e = e.add(Score::INF);
+                }
+            }
             for (&n, &(count, last)) in &r.fail_counts {
                 let expired = r.failure_timeout_s > 0 && last.is_some_and(|l| now_s > l + r.failure_timeout_s);
                 if expired {
                     self.clear_failcounts.push((id, n));
                     continue;
                 }
-                if count >= r.migration_threshold {
+                // Failures of operations with on-fail=ignore never reach the threshold.
+                let only_ignored = r.history.get(&n).is_some_and(|h| h.failure_ignored && !h.failed);
+                if count >= r.migration_threshold && !only_ignored {
                     table.insert(n, Score::NEG_INF);
                 }
             }
@@ -241,6 +301,46 @@ impl<'c, 'a> Allocator<'c, 'a> {
             }
         }
         self.base = tables;
+        // What an anonymous clone's instance may never do on a node, no instance may.
+        for id in 0..self.cl.rscs.len() {
+            let Some(c) = self.cl.clone_of(id).filter(|&c| matches!(self.cl.rscs[c].kind, Kind::Clone { unique: false, .. })) else { continue };
+            let bans: Vec<NodeId> = self.cl.rscs[id].history_bans.keys().copied().collect();
+            if let Some(t) = self.own.get_mut(&c) {
+                for n in bans {
+                    t.insert(n, Score::NEG_INF);
+                }
+            }
+        }
+        self.add_promotion_preferences();
+    }
+
+    /// A node's health score under `node-health-strategy`: the sum over its `#health*`
+    /// attributes, where red, yellow and green stand for the configured (or, for the
+    /// migrate-on-red and only-green strategies, fixed) scores.
+    fn node_health(&self, n: NodeId) -> Score {
+        let raw = &self.cl.options.raw;
+        let strategy = raw.get("node-health-strategy").map(|s| s.to_ascii_lowercase()).unwrap_or_else(|| "none".into());
+        let conf = |k: &str| raw.get(k).and_then(|v| Score::parse(v)).unwrap_or(Score::ZERO);
+        let (red, yellow, green) = match strategy.as_str() {
+            "migrate-on-red" => (Score::NEG_INF, Score::ZERO, Score::ZERO),
+            "only-green" => (Score::NEG_INF, Score::NEG_INF, Score::ZERO),
+            "progressive" | "custom" => (conf("node-health-red"), conf("node-health-yellow"), conf("node-health-green")),
+            _ => return Score::ZERO,
+        };
+        let mut total = Score::ZERO;
+        for (k, v) in &self.cl.nodes[n].attrs {
+            if !k.starts_with("#health") {
+                continue;
+            }
+            let s = match v.trim().to_ascii_lowercase().as_str() {
+                "red" => red,
+                "yellow" => yellow,
+                "green" => green,
+                other => Score::parse(other).unwrap_or(Score::ZERO),
+            };
+            total = total.add(s);
+        }
+        total
     }
 
     /// rsc_ticket: a resource needing a ticket that is not granted (or is on standby)
@@ -437,227 +537,6 @@ impl<'c, 'a> Allocator<'c, 'a> {
         }
     }
 
-    fn allocate_clone(&mut self, clone: RscId) {
-        if self.cl.rscs[clone].allocated || self.cl.rscs[clone].allocating {
-            return;
-        }
-        self.cl.rscs[clone].allocating = true;
-        let mut insts = self.cl.instances(clone);
-        // Instances running on a node that can keep them go first and stay put; then the
-        // rest, so an instance on a lost node is the one left stopped (no reshuffling).
-        let cl = &*self.cl;
-        let home = |i: RscId| -> Option<NodeId> {
-            let lp = cl.lead_primitive(i)?;
-            let r = &cl.rscs[lp];
-            (r.running_on.len() == 1 && cl.nodes[r.running_on[0]].available()).then(|| r.running_on[0])
-        };
-        // Then instances that are stopped, and last those stranded on a node that can no
-        // longer keep them: when there are fewer places than instances, they stay stopped.
-        let stranded = |i: RscId| cl.lead_primitive(i).is_some_and(|p| cl.rscs[p].running_on.iter().any(|&n| !cl.nodes[n].online || cl.nodes[n].unclean));
-        insts.sort_by_key(|&i| (home(i).is_none(), stranded(i)));
-        // An instance keeps its node only within a fair share of the instances per node.
-        let available = cl.nodes.iter().filter(|n| n.available()).count().max(1);
-        let fair = insts.len().div_ceil(available);
-        let mut kept: BTreeMap<NodeId, usize> = BTreeMap::new();
-        for &i in &insts {
-            if let (Some(n), Some(lp)) = (home(i), cl.lead_primitive(i)) {
-                let k = kept.entry(n).or_default();
-                if *k < fair {
-                    *k += 1;
-                    self.preferred.insert(lp, n);
-                }
-            }
-        }
-        let node_max: usize = self.cl.rscs[clone].meta.get("clone-node-max").and_then(|v| v.parse().ok()).unwrap_or(1);
-        let mut per_node: BTreeMap<NodeId, usize> = BTreeMap::new();
-        for i in insts {
-            let Some(lp) = self.cl.lead_primitive(i) else { continue };
-            // Nodes already at their instance limit are closed to this instance.
-            let full: Vec<NodeId> = per_node.iter().filter(|(_, &c)| c >= node_max).map(|(&n, _)| n).collect();
-            let members: Vec<RscId> = self.cl.primitives_of(i);
-            for &m in &members {
-                if let Some(t) = self.base.get_mut(&m) {
-                    for &n in &full {
-                        t.insert(n, Score::NEG_INF);
-                    }
-                }
-            }
-            for m in members {
-                self.allocate_primitive(m);
-            }
-            if let Some(n) = self.cl.rscs[lp].assigned {
-                *per_node.entry(n).or_default() += 1;
-            }
-        }
-        if let Kind::Clone { promotable: true, .. } = self.cl.rscs[clone].kind {
-            self.assign_promotion(clone);
-        }
-        self.cl.rscs[clone].allocating = false;
-        self.cl.rscs[clone].allocated = true;
-    }
-
-    /// Score of one instance for promotion on its node: the agent's promotion attribute
-    /// (`master-<id>`; -1 when unset), plus location constraints for the Promoted role.
-    fn instance_promotion_score(&self, clone: RscId, inst: RscId, n: NodeId) -> Score {
-        let node = &self.cl.nodes[n];
-        let prims = self.cl.primitives_of(inst);
-        let mut s = None;
-        for &p in &prims {
-            let r = &self.cl.rscs[p];
-            // The agent names the attribute after the instance it ran as; an anonymous clone's
-            // instance numbers are not stable across runs.
-            let anonymous = matches!(self.cl.rscs[clone].kind, Kind::Clone { unique: false, .. });
-            let mut found = [format!("master-{}", r.id), format!("master-{}", r.base_id)].into_iter().find_map(|k| node.attrs.get(&k).and_then(|v| Score::parse(v)));
-            if found.is_none() && anonymous {
-                // The number it ran under here is the one in its history on this node.
-                found = r.history.get(&n).filter(|h| h.role > Role::Stopped).and_then(|h| node.attrs.get(&format!("master-{}", h.lrm_id))).and_then(|v| Score::parse(v));
-            }
-            if let Some(v) = found {
-                s = Some(s.map_or(v, |x: Score| x.add(v)));
-            }
-        }
-        let mut score = s.unwrap_or(Score(-1));
-        // An instance already promoted here keeps its role as strongly as it keeps its node.
-        for &p in &prims {
-            let r = &self.cl.rscs[p];
-            if r.role == Role::Promoted && r.running_on == [n] && r.managed {
-                score = score.add(r.stickiness);
-                break;
-            }
-        }
-        // A ticket the Promoted role depends on, if not granted, forbids promotion.
-        for t in &self.cl.cib.config.constraints.tickets {
-            let state = self.cl.cib.status.tickets.iter().find(|s| s.id == t.ticket);
-            if state.is_some_and(|s| s.granted && !s.standby) {
-                continue;
-            }
-            let promoted = |r: Option<&str>| crate::constraints::role_of(r) == Some(Role::Promoted);
-            let mut names: Vec<&str> = Vec::new();
-            if promoted(t.rsc_role.as_deref()) {
-                names.extend(t.rsc.iter().map(String::as_str));
-            }
-            for set in &t.sets {
-                if promoted(set.role.as_deref().or(t.rsc_role.as_deref())) {
-                    names.extend(set.resources.iter().map(String::as_str));
-                }
-            }
-            if names.is_empty() {
-                continue;
-            }
-            // loss-policy=freeze keeps what is promoted now and promotes nothing new.
-            let granted = state.is_some_and(|s| s.granted);
-            let freeze = !granted && t.loss_policy.as_deref() == Some("freeze");
-            let promoted_now = prims.iter().any(|&p| self.cl.rscs[p].role == Role::Promoted && self.cl.rscs[p].running_on == [n]);
-            if names.iter().any(|x| self.cl.resolve_targets(x).contains(&clone)) && !(freeze && promoted_now) {
-                score = Score::NEG_INF;
-            }
-        }
-        let targets: BTreeSet<RscId> = std::iter::once(clone).chain(std::iter::once(inst)).chain(prims.iter().copied()).collect();
-        for loc in &self.cl.cib.config.constraints.locations {
-            let hits = self.cl.location_targets(loc).iter().any(|t| targets.contains(t) || self.cl.rscs[*t].base_id == self.cl.rscs[inst].base_id);
-            if !hits {
-                continue;
-            }
-            let loc_promoted = crate::constraints::role_of(loc.role.as_deref()) == Some(Role::Promoted);
-            if let Some(nn) = &loc.node {
-                if loc_promoted && nn == &node.name {
-                    score = score.add(loc.score.as_deref().and_then(Score::parse).unwrap_or(Score::ZERO));
-                }
-                continue;
-            }
-            for rule in &loc.rules {
-                let rule_promoted = loc_promoted || crate::constraints::role_of(rule.role.as_deref()) == Some(Role::Promoted);
-                if !rule_promoted {
-                    continue;
-                }
-                let ctx = RuleContext { node_attrs: Some(&node.attrs), now: Some(self.cl.now), ..Default::default() };
-                if rules::evaluate(rule, &ctx) {
-                    let v = match &rule.score_attribute {
-                        Some(a) => node.attrs.get(a).and_then(|v| Score::parse(v)).unwrap_or(Score::ZERO),
-                        None => rule.score.as_deref().and_then(Score::parse).unwrap_or(Score::ZERO),
-                    };
-                    score = score.add(v);
-                }
-            }
-        }
-        score
-    }
-
-    /// Choose which placed instances of a promotable clone are promoted (SCHEDULER-NOTES 5,
-    /// promotable section): per-instance scores, summed per node over the non-negative ones,
-    /// best first, within promoted-max and promoted-node-max.
-    fn assign_promotion(&mut self, clone: RscId) {
-        let meta = |k: &str, old: &str| {
-            let m = &self.cl.rscs[clone].meta;
-            m.get(k).or_else(|| m.get(old)).and_then(|v| v.parse::<usize>().ok()).unwrap_or(1)
-        };
-        let (max, node_max) = (meta("promoted-max", "master-max"), meta("promoted-node-max", "master-node-max"));
-        for pc in self.promotion_colocs.clone() {
-            if pc.clone == clone {
-                self.allocate_primary(pc.primary);
-            }
-        }
-        let placed: Vec<(RscId, NodeId)> = self
-            .cl
-            .instances(clone)
-            .into_iter()
-            .filter_map(|i| self.cl.lead_primitive(i).and_then(|lp| self.cl.rscs[lp].assigned).map(|n| (i, n)))
-            .collect();
-        let mut scores: BTreeMap<RscId, Score> = BTreeMap::new();
-        for &(i, n) in &placed {
-            let mut s = self.instance_promotion_score(clone, i, n);
-            for pc in self.promotion_colocs.iter().filter(|pc| pc.clone == clone) {
-                let pnodes = self.primary_nodes(pc.primary);
-                let want = self.node_attr(n, &pc.node_attribute);
-                let matches = pnodes.iter().any(|&m| self.node_attr(m, &pc.node_attribute) == want);
-                if pc.score.is_inf() {
-                    if !matches {
-                        s = Score::NEG_INF;
-                    }
-                } else if pc.score.is_neg_inf() {
-                    if matches {
-                        s = Score::NEG_INF;
-                    }
-                } else if matches {
-                    s = s.add(pc.score);
-                }
-            }
-            scores.insert(i, s);
-        }
-        let mut per_node: BTreeMap<NodeId, Score> = BTreeMap::new();
-        for &(i, n) in &placed {
-            if scores[&i].0 >= 0 {
-                let e = per_node.entry(n).or_insert(Score::ZERO);
-                *e = e.add(scores[&i]);
-            }
-        }
-        let final_score = |i: RscId, n: NodeId| if scores[&i].0 >= 0 { per_node[&n] } else { scores[&i] };
-        let currently_promoted = |i: RscId| self.cl.primitives_of(i).iter().any(|&p| self.cl.rscs[p].role == Role::Promoted);
-        let mut order: Vec<(RscId, NodeId)> = placed.clone();
-        order.sort_by(|a, b| final_score(b.0, b.1).cmp(&final_score(a.0, a.1)).then(currently_promoted(b.0).cmp(&currently_promoted(a.0))));
-        let mut promoted = 0;
-        let mut on_node: BTreeMap<NodeId, usize> = BTreeMap::new();
-        let mut decided: Vec<(RscId, Role)> = Vec::new();
-        for (i, n) in order {
-            let ok = final_score(i, n).0 >= 0 && promoted < max && on_node.get(&n).copied().unwrap_or(0) < node_max;
-            if ok {
-                promoted += 1;
-                *on_node.entry(n).or_default() += 1;
-            }
-            decided.push((i, if ok { Role::Promoted } else { Role::Unpromoted }));
-        }
-        for &(i, n) in &placed {
-            self.cl.rscs[i].promotion_score = Some((Some(n), final_score(i, n)));
-        }
-        for (i, role) in decided {
-            for p in self.cl.primitives_of(i) {
-                let r = &mut self.cl.rscs[p];
-                // Unmanaged instances keep whatever role they have.
-                r.next_role = if !r.managed || r.unscheduled { r.role.max(Role::Unpromoted) } else { role };
-            }
-        }
-    }
-
     pub fn allocate_primitive(&mut self, id: RscId) {
         if self.cl.rscs[id].allocated || self.cl.rscs[id].allocating {
             return;
@@ -675,7 +554,11 @@ impl<'c, 'a> Allocator<'c, 'a> {
         }
         let mut visited = BTreeSet::from([id]);
         self.fold_dependents(&mut table, id, 1.0, &mut visited);
-        let choice = self.choose_node(id, &table);
+        let pinned = self.cl.rscs[id].pinned;
+        let choice = match pinned {
+            Some(n) => n,
+            None => self.choose_node(id, &table),
+        };
         let r = &mut self.cl.rscs[id];
         r.allowed = table;
         r.assigned = choice;
@@ -702,13 +585,37 @@ impl<'c, 'a> Allocator<'c, 'a> {
         if in_progress {
             return;
         }
-        let pnodes = self.primary_nodes(c.primary);
+        let pnodes = self.interleaved_partner(c, table).unwrap_or_else(|| self.primary_nodes(c.primary));
         let attr_vals: BTreeSet<Option<&str>> = pnodes.iter().map(|&n| self.node_attr(n, &c.node_attribute)).collect();
         let matches = |n: NodeId| !pnodes.is_empty() && attr_vals.contains(&self.node_attr(n, &c.node_attribute));
         if c.score.is_inf() {
+            // With a role of a promotable clone, the dependent also takes on the score the
+            // instance in that role got on its node.
+            let role_weight = |n: NodeId| -> Score {
+                let Primary::CloneRole(clone, role) = c.primary else { return Score::ZERO };
+                // A group takes it once, through its first member.
+                if !self.is_lead(c.dependent) {
+                    return Score::ZERO;
+                }
+                let want = self.node_attr(n, &c.node_attribute);
+                self.cl
+                    .instances(clone)
+                    .into_iter()
+                    .filter_map(|i| self.cl.lead_primitive(i))
+                    .filter(|&p| (self.cl.rscs[p].next_role == Role::Promoted) == (role == Role::Promoted))
+                    .filter_map(|p| {
+                        let r = &self.cl.rscs[p];
+                        let at = r.assigned?;
+                        (self.node_attr(at, &c.node_attribute) == want).then(|| r.allowed.get(&at).copied().unwrap_or(Score::ZERO))
+                    })
+                    .max()
+                    .unwrap_or(Score::ZERO)
+            };
             for (&n, s) in table.iter_mut() {
                 if !matches(n) {
                     *s = Score::NEG_INF;
+                } else {
+                    *s = s.add(role_weight(n));
                 }
             }
             return;
@@ -741,6 +648,21 @@ impl<'c, 'a> Allocator<'c, 'a> {
         }
     }
 
+    /// An instance of an interleaved clone colocated with another clone follows one
+    /// instance of it: the one placed on the best node of the instance's table that has one.
+    fn interleaved_partner(&self, c: &PrimColoc, table: &BTreeMap<NodeId, Score>) -> Option<Vec<NodeId>> {
+        let Primary::CloneSet(primary) = c.primary else { return None };
+        let mine = self.cl.clone_of(c.dependent)?;
+        if mine == primary || !self.cl.rscs[mine].meta_bool("interleave", false) {
+            return None;
+        }
+        let placed = self.primary_nodes(c.primary);
+        let mut nodes: Vec<(NodeId, Score)> = table.iter().map(|(&n, &s)| (n, s)).collect();
+        let nd = |n: NodeId| &self.cl.nodes[n];
+        nodes.sort_by(|a, b| b.1.cmp(&a.1).then(nd(a.0).assigned_count.cmp(&nd(b.0).assigned_count)).then(nd(a.0).name.as_bytes().cmp(nd(b.0).name.as_bytes())));
+        Some(nodes.into_iter().map(|(n, _)| n).find(|n| placed.contains(n)).into_iter().collect())
+    }
+
     fn has_usable_node(&self, table: &BTreeMap<NodeId, Score>) -> bool {
         table.iter().any(|(&n, s)| s.0 >= 0 && self.cl.nodes[n].available())
     }
@@ -764,7 +686,8 @@ impl<'c, 'a> Allocator<'c, 'a> {
                     .filter(|(&m, _)| self.cl.nodes[m].available() && self.node_attr(m, &c.node_attribute) == want)
                     .map(|(_, &v)| v)
                     .max();
-                let Some(best) = best else { continue };
+                // No usable node with that value: the dependent counts as banned there.
+                let best = best.unwrap_or(Score::NEG_INF);
                 if f < 0.0 && best.0 < 0 {
                     continue;
                 }
@@ -813,9 +736,6 @@ impl<'c, 'a> Allocator<'c, 'a> {
     fn choose_node(&self, id: RscId, table: &BTreeMap<NodeId, Score>) -> Option<NodeId> {
         let r = &self.cl.rscs[id];
         if self.cl.options.stop_all_resources || r.target_role == Some(Role::Stopped) || r.orphan || r.force_stop {
-            return None;
-        }
-        if r.parent.is_some_and(|p| self.cl.rscs[p].target_role == Some(Role::Stopped)) {
             return None;
         }
         let current = if r.running_on.len() == 1 { Some(r.running_on[0]) } else { None };

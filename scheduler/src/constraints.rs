@@ -137,22 +137,16 @@ impl Cluster<'_> {
             }
         }
         for i in 1..sets.len() {
+            // Between sets, the earlier set depends on the later one: its first member (or
+            // every member, if not sequential) with the later set's last (or every) member.
             let (prev_set, prev) = &sets[i - 1];
             let (set, cur) = &sets[i];
-            // The later set depends on the earlier one: members with the last (or every) primary.
-            let primaries: Vec<RscId> = if prev_set.sequential.as_deref().map(cib::is_true).unwrap_or(true) {
-                prev.last().copied().into_iter().collect()
-            } else {
-                prev.clone()
-            };
-            let dependents: Vec<RscId> = if set.sequential.as_deref().map(cib::is_true).unwrap_or(true) {
-                cur.first().copied().into_iter().collect()
-            } else {
-                cur.clone()
-            };
+            let sequential = |s: &ResourceSet| s.sequential.as_deref().map(cib::is_true).unwrap_or(true);
+            let dependents: Vec<RscId> = if sequential(prev_set) { prev.first().copied().into_iter().collect() } else { prev.clone() };
+            let primaries: Vec<RscId> = if sequential(set) { cur.last().copied().into_iter().collect() } else { cur.clone() };
             for &d in &dependents {
                 for &p in &primaries {
-                    out.push(mk(d, p, set.role.as_deref(), prev_set.role.as_deref(), score));
+                    out.push(mk(d, p, prev_set.role.as_deref(), set.role.as_deref(), score));
                 }
             }
         }

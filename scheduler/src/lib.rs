@@ -89,8 +89,11 @@ pub struct Transition<'a> {
     pub cluster: Cluster<'a>,
     pub plan: actions::Plan,
     pub executed: Vec<actions::ActionId>,
-    /// Each primitive's node table before colocations (shown by `-s` for group members).
+    /// Each resource's node table before colocations (shown by `-s` for groups, their
+    /// members and clones).
     pub base_tables: std::collections::BTreeMap<unpack::RscId, std::collections::BTreeMap<unpack::NodeId, Score>>,
+    /// Clones, cloned groups and their members: their tables when they were placed.
+    pub group_tables: std::collections::BTreeMap<unpack::RscId, std::collections::BTreeMap<unpack::NodeId, Score>>,
 }
 
 /// Run the scheduler over a CIB at time `now`.
@@ -99,12 +102,13 @@ pub fn schedule(cib: &Cib, now: NaiveDateTime) -> Transition<'_> {
     cluster.apply_policies();
     let colocs = cluster.colocations();
     let orders = cluster.orders();
-    let (clear, base_tables) = {
+    let (clear, base_tables, group_tables) = {
         let mut alloc = allocate::Allocator::new(&mut cluster, &colocs);
         alloc.build_tables();
-        let base = alloc.base.clone();
+        let mut base = alloc.base.clone();
+        base.extend(alloc.own.clone());
         alloc.allocate_all();
-        (alloc.clear_failcounts.clone(), base)
+        (alloc.clear_failcounts.clone(), base, alloc.assign_tables.clone())
     };
     for r in cluster.rscs.iter_mut() {
         // Promotable instances got their role from the promotion step.
@@ -117,7 +121,7 @@ pub fn schedule(cib: &Cib, now: NaiveDateTime) -> Transition<'_> {
     }
     let plan = actions::plan(&cluster, &orders, &colocs, &clear);
     let executed = summary::executed(&plan);
-    Transition { cluster, plan, executed, base_tables }
+    Transition { cluster, plan, executed, base_tables, group_tables }
 }
 
 impl Cluster<'_> {
@@ -166,7 +170,7 @@ impl Cluster<'_> {
                 let assigned = if r.running_on.len() == 1 { Some(r.running_on[0]) } else { None };
                 let r = &mut self.rscs[id];
                 r.assigned = assigned;
-                r.allocated = true;
+                r.pinned = Some(assigned);
             }
         }
     }
@@ -205,7 +209,7 @@ impl Transition<'_> {
                 self.clone_score_lines(id, promotable, &mut lines);
             }
             if r.kind == unpack::Kind::Group {
-                if let Some(base) = r.children.first().and_then(|m| self.base_tables.get(m)) {
+                if let Some(base) = self.group_tables.get(&id).or_else(|| self.base_tables.get(&id)) {
                     for (&n, s) in base {
                         lines.push(format!("pcmk__group_assign: {} allocation score on {}: {}", r.id, cl.nodes[n].name, s));
                     }
@@ -216,14 +220,17 @@ impl Transition<'_> {
             }
             let in_group = r.parent.is_some_and(|p| cl.rscs[p].kind == unpack::Kind::Group);
             if in_group {
-                if let Some(base) = self.base_tables.get(&id) {
+                if let Some(base) = self.group_tables.get(&id).or_else(|| self.base_tables.get(&id)) {
                     for (&n, s) in base {
                         lines.push(format!("pcmk__group_assign: {} allocation score on {}: {}", r.id, cl.nodes[n].name, s));
                     }
                 }
             }
+            // A resource that is to be stopped is banned everywhere before its table is shown;
+            // one that merely finds no usable node shows its table as it is.
+            let to_stop = cl.to_be_stopped(id);
             for (&n, &s) in &r.allowed {
-                let shown = if r.assigned.is_none() { Score::NEG_INF } else { s };
+                let shown = if to_stop { Score::NEG_INF } else { s };
                 lines.push(format!("pcmk__primitive_assign: {} allocation score on {}: {}", r.id, cl.nodes[n].name, shown));
             }
         }
@@ -241,18 +248,19 @@ impl Transition<'_> {
     fn clone_score_lines(&self, clone: unpack::RscId, promotable: bool, lines: &mut Vec<String>) {
         let cl = &self.cluster;
         let instances = &cl.rscs[clone].children;
-        let table_of = |i: unpack::RscId| cl.lead_primitive(i).and_then(|p| self.base_tables.get(&p));
-        // The clone's own table: an instance's without the stickiness of a current node.
-        let plain = instances.iter().copied().find(|&i| cl.lead_primitive(i).is_some_and(|p| cl.rscs[p].running_on.is_empty())).or(instances.first().copied());
-        if let Some(t) = plain.and_then(table_of) {
+        if let Some(t) = self.group_tables.get(&clone).or_else(|| self.base_tables.get(&clone)) {
             for (&n, s) in t {
                 lines.push(format!("pcmk__clone_allocate: {} allocation score on {}: {}", cl.rscs[clone].id, cl.nodes[n].name, s));
             }
         }
         for &i in instances {
-            if let Some(t) = table_of(i) {
-                for (&n, s) in t {
-                    lines.push(format!("pcmk__clone_allocate: {} allocation score on {}: {}", cl.rscs[i].id, cl.nodes[n].name, s));
+            // Each instance's table, and below it its members' (for cloned groups).
+            let shown: Vec<unpack::RscId> = if cl.rscs[i].orphan { Vec::new() } else { cl.descendants(i) };
+            for r in shown {
+                if let Some(t) = self.base_tables.get(&r) {
+                    for (&n, s) in t {
+                        lines.push(format!("pcmk__clone_allocate: {} allocation score on {}: {}", cl.rscs[r].id, cl.nodes[n].name, s));
+                    }
                 }
             }
             if promotable {

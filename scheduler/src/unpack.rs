@@ -138,6 +138,9 @@ pub struct Rsc {
     pub next_role: Role,
     pub allocating: bool,
     pub allocated: bool,
+    /// Unmanaged (or not scheduled): its node is fixed before placement (its current one,
+    /// if any); its table is still worked out and shown.
+    pub pinned: Option<Option<NodeId>>,
     /// Must end up stopped whatever the scores say (on-fail=stop, multiple-active=stop_only).
     pub force_stop: bool,
     /// Implicit (a guest node's connection): never shown, never scheduled on its own.
@@ -505,6 +508,7 @@ impl<'a> Cluster<'a> {
             next_role: Role::Stopped,
             allocating: false,
             allocated: false,
+            pinned: None,
             force_stop: false,
             hidden: false,
             unscheduled: false,
@@ -547,10 +551,18 @@ impl<'a> Cluster<'a> {
             d
         };
         let maintenance = self.options.maintenance_mode;
+        // Clone instances stick to their node by 1 unless told otherwise.
+        let mut in_clone = false;
+        let mut cur = self.rscs[id].parent;
+        while let Some(p) = cur {
+            in_clone |= matches!(self.rscs[p].kind, Kind::Clone { .. });
+            cur = self.rscs[p].parent;
+        }
+        let default_stickiness = if in_clone { Score(1) } else { Score::ZERO };
         let r = &mut self.rscs[id];
         let get = |k: &str| r.meta.get(k).or_else(|| defaults.get(k)).cloned();
         r.priority = get("priority").and_then(|v| Score::parse(&v)).unwrap_or(Score::ZERO).0;
-        r.stickiness = get("resource-stickiness").or_else(|| get("default-resource-stickiness")).and_then(|v| Score::parse(&v)).unwrap_or(Score::ZERO);
+        r.stickiness = get("resource-stickiness").or_else(|| get("default-resource-stickiness")).and_then(|v| Score::parse(&v)).unwrap_or(default_stickiness);
         r.migration_threshold = get("migration-threshold").and_then(|v| Score::parse(&v)).map(|s| s.0).unwrap_or(crate::score::INFINITY);
         r.failure_timeout_s = get("failure-timeout").and_then(|v| parse_duration_s(&v)).unwrap_or(0);
         r.managed = get("is-managed").map(|v| cib::is_true(&v)).unwrap_or(true) && !maintenance && !get("maintenance").is_some_and(|v| cib::is_true(&v));
@@ -663,6 +675,20 @@ impl<'a> Cluster<'a> {
         // Anonymous clone instances: history may use the bare id or any instance number.
         let candidates: Vec<RscId> = (0..self.rscs.len()).filter(|&i| self.rscs[i].is_primitive() && self.rscs[i].base_id == base && self.rscs[i].id != self.rscs[i].base_id).collect();
         if !candidates.is_empty() {
+            // A second record on a node where an instance of an anonymous clone is already
+            // active is an extra (orphan) instance of its own, to be stopped.
+            let active_here = candidates.iter().find(|&&c| self.rscs[c].history.get(&node).is_some_and(|h| h.role > Role::Stopped)).copied();
+            // So is a record for which every instance is already active elsewhere.
+            let none_free = || candidates.iter().all(|&c| self.instance_busy_elsewhere(c, node) && !self.instance_on_node(c, node));
+            if let Some(c) = active_here.or_else(|| none_free().then(|| candidates[0])) {
+                let clone = self.rscs[c].parent.filter(|&p| matches!(self.rscs[p].kind, Kind::Clone { unique: false, .. }));
+                if let (Some(clone), Some(prim)) = (clone, self.rscs[c].prim.clone()) {
+                    let n = self.rscs[clone].children.len();
+                    let id = self.add_primitive(&prim, &format!(":{n}"), Some(clone));
+                    self.rscs[id].orphan = true;
+                    return id;
+                }
+            }
             // The instance number in the history of an anonymous clone means nothing: prefer
             // an instance already holding history on this node (same group instance), then
             // the first instance with nothing active yet, in the order nodes are read.
@@ -872,10 +898,22 @@ impl<'a> Cluster<'a> {
                 continue;
             }
             let target = op.target_rc().unwrap_or(if probe { 7 } else { 0 });
-            let rc = op.rc_code;
+            // Degraded results count as the healthy ones they degrade.
+            let rc = match op.rc_code {
+                190 => 0,
+                191 => 8,
+                rc => rc,
+            };
             // "done" and "error" statuses are re-derived from the rc; others (timeout...) stand.
             let status_ok = op.op_status == 0 || op.op_status == 4;
             let success = status_ok && (rc == target || (rc == 0 && target == 7 && probe) || (rc == 7 && probe) || (rc == 8 && probe));
+            // A failed probe whose failure-timeout has passed only says "not running".
+            let timeout = self.rscs[id].failure_timeout_s;
+            let expired = timeout > 0 && op.last_rc_change.is_some_and(|t| self.now.and_utc().timestamp() > t + timeout);
+            if probe && !success && expired {
+                h.role = Role::Stopped;
+                continue;
+            }
             if probe && (op.op_status == 7 || rc == 5) {
                 // Not installed: stopped and cannot run here.
                 h.role = Role::Stopped;
