@@ -114,7 +114,34 @@ pub fn apply_to_valid(doc: &Document, op: &Op) -> Result<Document, CibError> {
 pub fn validate_write(doc: Document) -> Result<Cib, CibError> {
     let cib = Cib::from_document(doc)?;
     crate::schema::check(&cib.doc)?;
+    check_topology_devices(&cib.doc)?;
     Ok(cib)
+}
+
+/// Every device a fencing level names must be a primitive of the configuration. The schema
+/// only says `devices` is a list of ids; a level naming no real device would make fencing
+/// fail when it is needed, so a write that leaves one behind is refused.
+fn check_topology_devices(doc: &Document) -> Result<(), CibError> {
+    let Some(conf) = doc.root.child("configuration") else { return Ok(()) };
+    let Some(topo) = conf.child("fencing-topology") else { return Ok(()) };
+    let primitives: std::collections::HashSet<&str> = conf
+        .child("resources")
+        .map(|r| r.descendants().into_iter().filter(|e| e.name == "primitive").filter_map(|e| e.attr("id")).collect())
+        .unwrap_or_default();
+    for level in topo.children_named("fencing-level") {
+        for dev in level.attr("devices").unwrap_or("").split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            if !primitives.contains(dev) {
+                return Err(CibError::DanglingReference {
+                    element: "fencing-level".into(),
+                    id: level.attr("id").unwrap_or("").to_string(),
+                    line: level.line,
+                    what: "fencing device",
+                    target: dev.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn bump(old: &Document, mut new: Document, whole: bool, patch: bool) -> Result<Document, CibError> {
@@ -621,6 +648,29 @@ mod tests {
     }
     fn ids(v: &[Element]) -> Vec<&str> {
         v.iter().map(|e| e.id().unwrap_or(&e.name)).collect()
+    }
+
+    #[test]
+    fn fencing_levels_must_name_real_devices_and_status_writes_skip_the_configuration() {
+        let d = base();
+        let dev = Op::Create {
+            section: "resources".into(),
+            xml: el(r#"<primitive id="fence1" class="stonith" type="fence_dummy"/>"#),
+        };
+        let d = apply(&d, &dev).unwrap();
+        let level = |devices: &str| Op::Modify {
+            xml: el(&format!(
+                r#"<configuration><fencing-topology><fencing-level id="l1" index="1" target="n1" devices="{devices}"/></fencing-topology></configuration>"#
+            )),
+        };
+        assert!(apply(&d, &level("fence1")).is_ok());
+        let e = apply(&d, &level("fence1,nosuch")).unwrap_err();
+        assert!(e.to_string().contains("fencing device 'nosuch'"), "{e}");
+        // A status write on a valid CIB gives what full validation gives.
+        let st = Op::Modify { xml: el(r#"<status><node_state id="1" uname="n1" in_ccm="false" crmd="offline" join="down" expected="down"/></status>"#) };
+        assert_eq!(apply_to_valid(&d, &st).unwrap().to_xml(), apply(&d, &st).unwrap().to_xml());
+        let cfg = Op::Create { section: "resources".into(), xml: el(r#"<primitive id="x" class="ocf" provider="heartbeat" type="Dummy" bogus="1"/>"#) };
+        assert!(apply_to_valid(&d, &cfg).is_err(), "a configuration write is still validated in full");
     }
 
     #[test]
