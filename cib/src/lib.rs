@@ -11,7 +11,7 @@ pub mod schema;
 pub mod status;
 pub mod xml;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 pub use error::CibError;
 pub use model::*;
@@ -91,8 +91,8 @@ fn check_schema(v: &str) -> Result<(), CibError> {
 }
 
 fn check_unique_ids(conf: &Element) -> Result<(), CibError> {
-    let mut seen: HashMap<&str, u32> = HashMap::new();
-    for e in conf.descendants() {
+    let mut seen: rustc_hash::FxHashMap<&str, u32> = rustc_hash::FxHashMap::default();
+    for e in conf.iter_descendants() {
         // Node ids live in their own namespace (a remote node shares its resource's id).
         if e.attr("id-ref").is_some() || REFERENCE_ELEMENTS.contains(&e.name.as_str()) || e.name == "node" {
             continue;
@@ -109,7 +109,7 @@ fn check_unique_ids(conf: &Element) -> Result<(), CibError> {
 /// Constraints must name resources, templates or tags that exist.
 /// Shapes the schema requires that the typed views would otherwise accept (cibadmin refuses them).
 fn check_shapes(conf: &Element) -> Result<(), CibError> {
-    for e in conf.descendants() {
+    for e in conf.iter_descendants() {
         if e.name == "group" && e.attr("id-ref").is_none() && e.children_named("primitive").next().is_none() {
             return Err(CibError::InvalidValue {
                 element: "group".into(),

@@ -3,7 +3,7 @@
 //! Values are kept as the strings the CIB holds; interpretation (scores, rules,
 //! intervals) belongs to the scheduler, which evaluates them against nodes and time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::error::CibError;
 use crate::xml::Element;
@@ -255,13 +255,13 @@ pub struct Configuration {
 
 /// Resolves `id-ref` attributes against every id-carrying element of the document.
 pub(crate) struct RefIndex<'a> {
-    pub by_id: HashMap<&'a str, &'a Element>,
+    pub by_id: rustc_hash::FxHashMap<&'a str, &'a Element>,
 }
 
 impl<'a> RefIndex<'a> {
     pub fn new(root: &'a Element) -> RefIndex<'a> {
-        let mut by_id = HashMap::new();
-        for e in root.descendants() {
+        let mut by_id = rustc_hash::FxHashMap::default();
+        for e in root.iter_descendants() {
             if let Some(id) = e.attr("id") {
                 by_id.entry(id).or_insert(e);
             }

@@ -126,7 +126,7 @@ fn check_topology_devices(doc: &Document) -> Result<(), CibError> {
     let Some(topo) = conf.child("fencing-topology") else { return Ok(()) };
     let primitives: std::collections::HashSet<&str> = conf
         .child("resources")
-        .map(|r| r.descendants().into_iter().filter(|e| e.name == "primitive").filter_map(|e| e.attr("id")).collect())
+        .map(|r| r.iter_descendants().filter(|e| e.name == "primitive").filter_map(|e| e.attr("id")).collect())
         .unwrap_or_default();
     for level in topo.children_named("fencing-level") {
         for dev in level.attr("devices").unwrap_or("").split(',').map(str::trim).filter(|d| !d.is_empty()) {

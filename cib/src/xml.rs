@@ -26,6 +26,36 @@ pub struct Element {
     pub line: u32,
 }
 
+/// Depth-first walk of an element's subtree (see [`Element::iter_descendants`]).
+pub struct Descendants<'a> {
+    first: Option<&'a Element>,
+    stack: Vec<std::slice::Iter<'a, Node>>,
+}
+
+impl<'a> Iterator for Descendants<'a> {
+    type Item = &'a Element;
+
+    fn next(&mut self) -> Option<&'a Element> {
+        if let Some(e) = self.first.take() {
+            self.stack.push(e.children.iter());
+            return Some(e);
+        }
+        loop {
+            let top = self.stack.last_mut()?;
+            match top.next() {
+                Some(Node::Element(e)) => {
+                    self.stack.push(e.children.iter());
+                    return Some(e);
+                }
+                Some(_) => {}
+                None => {
+                    self.stack.pop();
+                }
+            }
+        }
+    }
+}
+
 /// A parsed document: nodes before the root (declaration, comments), the root, nodes after.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Document {
@@ -92,14 +122,12 @@ impl Element {
 
     /// Every element of this subtree, depth first, this one included.
     pub fn descendants(&self) -> Vec<&Element> {
-        let mut out = Vec::new();
-        let mut stack = vec![self];
-        while let Some(e) = stack.pop() {
-            out.push(e);
-            let kids: Vec<&Element> = e.elements().collect();
-            stack.extend(kids.into_iter().rev());
-        }
-        out
+        self.iter_descendants().collect()
+    }
+
+    /// [`Element::descendants`] without building a list: one stack frame per open level.
+    pub fn iter_descendants(&self) -> Descendants<'_> {
+        Descendants { first: Some(self), stack: Vec::new() }
     }
 
     /// Concatenated text content of this element's direct text children.
