@@ -129,6 +129,8 @@ fn start(dir: &Path, node: &str) -> Result<()> {
             .arg(node)
             // For fence_sandbox, run by this node's fencing: where the sandbox is, and halo.
             .env("HALO_SANDBOX", abs(dir)?)
+            // Marks every process of this node, services included (see fence_sandbox).
+            .env("HALO_SANDBOX_NODE", abs(dir)?.join(node))
             .env("HALO_BIN", std::env::current_exe()?)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

@@ -106,13 +106,21 @@ async fn execd_runs_halo_agents_and_reports_a_dead_service() {
     assert_eq!((r.rc, r.op_status), (5, 7));
     assert!(r.exit_reason.contains("ocf:halo:nosuch"), "{}", r.exit_reason);
 
-    // fence_sandbox needs nothing but the target inside a sandbox: node1 powers node2 off.
+    // fence_sandbox needs nothing but the target inside a sandbox: node1 powers node2 off,
+    // the services node2 runs included (they left node2's process group).
+    let mut c2 = client(&sb, "node2").await;
+    let port2 = (sb.port + 8).to_string();
+    let r = c2.exec(op("web2", "ocf:halo:httpd", "start", &[("ip", "127.0.0.101"), ("port", port2.as_str())], 0)).await.unwrap().into_inner();
+    assert_eq!(r.rc, 0, "{} {}", r.exit_reason, r.stderr);
+    let server2: i32 = std::fs::read_to_string(sb.node_dir("node2").join("run/rsctmp/httpd-web2.pid")).unwrap().trim().parse().unwrap();
     let halod2: i32 = std::fs::read_to_string(sb.node_dir("node2").join("halod.pid")).unwrap().trim().parse().unwrap();
     let r = c.exec(op("fence-node2", "stonith:fence_sandbox", "status", &[("plug", "node2")], 0)).await.unwrap().into_inner();
     assert_eq!(r.rc, 0, "{}", r.stderr);
     let r = c.exec(op("fence-node2", "stonith:fence_sandbox", "off", &[("plug", "node2")], 0)).await.unwrap().into_inner();
     assert_eq!(r.rc, 0, "{}", r.stderr);
     assert!(live_members(halod2).is_empty(), "node2's processes survived fencing: {:?}", live_members(halod2));
+    let state = std::fs::read_to_string(format!("/proc/{server2}/stat")).unwrap_or_default();
+    assert!(state.is_empty() || state.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')), "node2's web server survived fencing");
     let r = c.exec(op("fence-node2", "stonith:fence_sandbox", "status", &[("plug", "node2")], 0)).await.unwrap().into_inner();
     assert_eq!(r.rc, 7, "status of a fenced node is off: {}", r.stdout);
 }

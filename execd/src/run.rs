@@ -231,6 +231,11 @@ async fn run_systemd_op(sd: &crate::systemd::Systemd, req: &OpRequest, cancel: O
 fn environment(env: &ExecEnv, req: &OpRequest) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> =
         vec![("PATH".into(), PATH.into()), ("LC_ALL".into(), "C".into()), ("HA_RSCTMP".into(), env.rsctmp.display().to_string())];
+    // In a sandbox every process of a node carries this marker (halo sandbox start sets it),
+    // services started by agents included, so fence_sandbox can power all of the node off.
+    if let Ok(node) = std::env::var("HALO_SANDBOX_NODE") {
+        v.push(("HALO_SANDBOX_NODE".into(), node));
+    }
     if req.agent.standard == Standard::Stonith {
         // fence_sandbox finds its sandbox and halo through these; set by `halo sandbox start`.
         for k in ["HALO_SANDBOX", "HALO_BIN"] {
