@@ -338,7 +338,7 @@ fn replace_patch_and_watch_against_the_running_cluster() {
     let sb = Sandbox::create("cib-rpw", 3);
     start_all(&sb, &NODES3);
     // Watch on node3 while node1 writes.
-    let mut watch = std::process::Command::new(HALO)
+    let watch = std::process::Command::new(HALO)
         .arg("--dir")
         .arg(sb.node_dir("node3"))
         .args(["cib", "watch"])

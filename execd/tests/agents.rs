@@ -200,15 +200,20 @@ async fn ops_on_one_resource_are_serialised_and_resources_run_in_parallel() {
     for j in jobs {
         assert_eq!(j.await.unwrap().record.rc, 0);
     }
-    let took = t0.elapsed();
-    // Three ops in a row per resource, the two resources side by side: ~0.9 s, not 1.8 s.
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(1700), "{took:?}");
+    // Three ops in a row per resource: at least 0.9 s.
+    assert!(t0.elapsed() >= Duration::from_millis(900), "{:?}", t0.elapsed());
     let text = std::fs::read_to_string(&log).unwrap();
+    let mut spans: Vec<Vec<(u128, u128)>> = Vec::new();
     for rsc in ["r1", "r2"] {
         let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(&format!("{rsc} "))).collect();
         let kinds: Vec<&str> = lines.iter().map(|l| l.split(' ').nth(1).unwrap()).collect();
         assert_eq!(kinds, ["begin", "end", "begin", "end", "begin", "end"], "{rsc} overlapped: {lines:?}");
+        let t: Vec<u128> = lines.iter().map(|l| l.split(' ').nth(2).unwrap().parse().unwrap()).collect();
+        spans.push(t.chunks(2).map(|c| (c[0], c[1])).collect());
     }
+    // The two resources ran side by side: some op of r1 overlapped some op of r2.
+    let overlap = spans[0].iter().any(|a| spans[1].iter().any(|b| a.0 < b.1 && b.0 < a.1));
+    assert!(overlap, "r1 and r2 never ran at the same time: {spans:?}");
 }
 
 async fn next_event(rx: &mut tokio::sync::broadcast::Receiver<OpEvent>, within: Duration) -> OpEvent {
@@ -236,7 +241,8 @@ async fn a_recurring_monitor_reports_changes_only_and_sees_a_failure_within_its_
     let t0 = Instant::now();
     let failed = next_event(&mut rx, Duration::from_secs(2)).await;
     assert_eq!(failed.record.rc, 7);
-    assert!(t0.elapsed() < Duration::from_millis(300 + 400), "{:?}", t0.elapsed());
+    // The next run after the failure (one interval), with room for a loaded machine.
+    assert!(t0.elapsed() < Duration::from_millis(300 + 1000), "{:?}", t0.elapsed());
     assert_eq!(ex.history()["f"].last_failure.as_ref().map(|r| r.rc), None, "7 from a monitor is a state, judged by the controller");
     // Cancelled: no more runs.
     assert!(ex.cancel("f", "monitor", 300).await);
