@@ -14,27 +14,12 @@ use proto::cib::cib_client::CibClient;
 use proto::cib::write_request::Op;
 use tonic::transport::Channel;
 
-const HALO: &str = env!("CARGO_BIN_EXE_halo");
-
-struct Sandbox {
-    dir: PathBuf,
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        for i in 1..=3 {
-            if let Some(pid) = std::fs::read_to_string(self.dir.join(format!("node{i}/halod.pid"))).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
-                // SAFETY: SIGKILL to the process group of a halod this bench started.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::Sandbox;
 
 fn sock(sb: &Sandbox, node: u32) -> PathBuf {
-    sb.dir.join(format!("node{node}/run/cibd.sock"))
+    sb.node_dir(&format!("node{node}")).join("run/cibd.sock")
 }
 
 async fn client(sb: &Sandbox, node: u32) -> CibClient<Channel> {
@@ -138,7 +123,7 @@ async fn big_cib(sb: &Sandbox) {
     let resources = doc.root.child("configuration").and_then(|c| c.child("resources")).expect("resources");
     let items: Vec<String> = resources.elements().map(|e| e.to_xml()).collect();
     let pids: Vec<i32> = (1..=3)
-        .filter_map(|i| std::fs::read_to_string(sb.dir.join(format!("node{i}/run/cibd.pid"))).ok()?.trim().parse().ok())
+        .filter_map(|i| std::fs::read_to_string(sb.node_dir(&format!("node{i}")).join("run/cibd.pid")).ok()?.trim().parse().ok())
         .collect();
     let before: Vec<u64> = pids.iter().map(|&p| rss_kib(p).0).collect();
     let mut c = client(sb, leader(sb).await).await.max_decoding_message_size(256 << 20);
@@ -167,17 +152,14 @@ async fn big_cib(sb: &Sandbox) {
 }
 
 fn main() {
-    if std::net::UdpSocket::bind("127.0.0.13:0").is_err() {
+    if !support::have_loopback_aliases() {
         println!("skipped: 127.0.0.13 cannot be bound here");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("halo-bench-cib-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let port = 30000 + (std::process::id() % 10000) as u16;
-    let ok = Command::new(HALO).args(["sandbox", "create"]).arg(&dir).args(["--nodes", "3", "--port", &port.to_string()]).output().unwrap();
-    assert!(ok.status.success());
-    let sb = Sandbox { dir };
-    assert!(Command::new(HALO).args(["sandbox", "start"]).arg(&sb.dir).output().unwrap().status.success());
+    let sb = Sandbox::create("bench-cib", 3);
+    for n in ["node1", "node2", "node3"] {
+        sb.start(n);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let l = leader(&sb).await;

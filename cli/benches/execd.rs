@@ -7,27 +7,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use proto::execd as pb;
 use proto::execd::executor_client::ExecutorClient;
 
-const HALO: &str = env!("CARGO_BIN_EXE_halo");
-
-struct Sandbox(PathBuf);
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        if let Some(pid) = std::fs::read_to_string(self.0.join("node1/halod.pid")).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
-            // SAFETY: SIGKILL to the process group of the halod this bench started.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::Sandbox;
 
 fn agent(dir: &Path, name: &str, body: &str) {
     let p = dir.join("ocf/bench").join(name);
@@ -59,15 +47,13 @@ fn main() {
     let log = base.join("runs.log");
     agent(&agents, "noop", "exit 0");
     agent(&agents, "tick", &format!("[ \"$1\" = monitor ] && echo \"$OCF_RESOURCE_INSTANCE $(date +%s%N)\" >> {}\nexit 0", log.display()));
-    let sb_dir = base.join("sb");
-    let port = 31000 + (std::process::id() % 10000) as u16;
-    assert!(Command::new(HALO).args(["sandbox", "create"]).arg(&sb_dir).args(["--nodes", "1", "--port", &port.to_string()]).output().unwrap().status.success());
-    let sb = Sandbox(sb_dir.clone());
-    let ok = Command::new(HALO).args(["sandbox", "start"]).arg(&sb_dir).arg("node1").env("HALO_AGENTS_DIR", &agents).output().unwrap();
-    assert!(ok.status.success());
+    let sb = Sandbox::create("bench-execd", 1);
+    // halod, and so halo-execd, inherit it from `halo sandbox start`.
+    std::env::set_var("HALO_AGENTS_DIR", &agents);
+    sb.start("node1");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let sock = sb.0.join("node1/run/execd.sock");
+        let sock = sb.node_dir("node1").join("run/execd.sock");
         let t0 = Instant::now();
         let mut c = loop {
             if let Ok(ch) = proto::connect_unix(sock.clone()).await {
@@ -99,7 +85,7 @@ fn main() {
         println!("one op, median of {n}: agent run directly {d:.2} ms, through halo-execd's API {v:.2} ms: overhead {:.2} ms (target < 2 ms)", v - d);
 
         // 2. 1,000 resources with 10 s monitors.
-        let pid: i32 = std::fs::read_to_string(sb.0.join("node1/run/execd.pid")).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(sb.node_dir("node1").join("run/execd.pid")).unwrap().trim().parse().unwrap();
         let resources = 1000;
         let t_reg = Instant::now();
         for i in 0..resources {

@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use common::paths::{Daemon, NodePaths};
-use hyper_util::rt::TokioIo;
 use proto::membership as pb;
 use proto::membership::membership_client::MembershipClient;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum OutputFormat {
@@ -65,12 +64,7 @@ async fn connect(dir: Option<&Path>, daemon: Daemon) -> Result<MembershipClient<
     let cfg = config_path(dir);
     let parsed = common::config::ClusterConfig::load(&cfg).map_err(|e| anyhow!("{e}"))?;
     let sock = NodePaths::from_config(&parsed.config).socket(daemon);
-    let path = sock.clone();
-    let channel = Endpoint::try_from("http://[::]:0")?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-        }))
+    let channel = proto::connect_unix(sock.clone())
         .await
         .with_context(|| format!("cannot reach {} at {} (is the node running? `halo sandbox start`)", daemon.binary(), sock.display()))?;
     Ok(MembershipClient::new(channel))

@@ -16,7 +16,6 @@ use proto::execd::executor_server::{Executor as ExecutorApi, ExecutorServer};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::{BroadcastStream, UnixListenerStream};
 use tokio_stream::{Stream, StreamExt};
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use crate::agent::{AgentDirs, AgentSpec};
@@ -46,7 +45,7 @@ impl Setup {
 }
 
 fn authorize<T>(req: &Request<T>) -> Result<(), Status> {
-    let uid = req.extensions().get::<UdsConnectInfo>().and_then(|i| i.peer_cred).map(|c| c.uid());
+    let uid = proto::peer_uid(req);
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     match uid {

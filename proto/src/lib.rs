@@ -22,3 +22,9 @@ pub async fn connect_unix(path: std::path::PathBuf) -> Result<tonic::transport::
         }))
         .await
 }
+
+/// The uid of the process that sent a request over a local API's Unix socket (from the
+/// socket's peer credentials); None when the transport gives none.
+pub fn peer_uid<T>(req: &tonic::Request<T>) -> Option<u32> {
+    req.extensions().get::<tonic::transport::server::UdsConnectInfo>().and_then(|i| i.peer_cred).map(|c| c.uid())
+}

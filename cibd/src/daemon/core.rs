@@ -93,6 +93,7 @@ impl Core {
         machine: CibMachine,
         peers: mpsc::Sender<PeerMessage>,
         watch: broadcast::Sender<pb::WatchEvent>,
+        max_write: usize,
     ) -> Core {
         let incarnation = rand::random::<u64>() | 1;
         let last_snapshot = machine.index();
@@ -109,7 +110,7 @@ impl Core {
             unsent: VecDeque::new(),
             proposals: BTreeMap::new(),
             last_snapshot,
-            max_write: crate::replica::ReplicaConfig::default().max_entry_bytes,
+            max_write,
         }
     }
 

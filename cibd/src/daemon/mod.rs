@@ -77,7 +77,7 @@ async fn connect_membership(paths: &NodePaths) -> Result<MembershipClient<Channe
 
 /// Open the node's raft store and the CIB it holds: the latest snapshot, or the genesis
 /// CIB of this cluster; the log after it is replayed by the replica.
-fn open_replica(setup: &Setup, id: u64) -> Result<(Replica<SledStorage>, CibMachine)> {
+fn open_replica(setup: &Setup, id: u64) -> Result<(Replica<SledStorage>, CibMachine, usize)> {
     let dir = setup.paths.state_dir.join("cib");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let store = match SledStorage::open(&dir) {
@@ -103,8 +103,9 @@ fn open_replica(setup: &Setup, id: u64) -> Result<(Replica<SledStorage>, CibMach
         seed: rand::random(),
         ..ReplicaConfig::default()
     };
+    let max_write = cfg.max_entry_bytes;
     let replica = Replica::new(id, store, cfg).map_err(|e| anyhow!("cannot start the CIB replica: {e}"))?;
-    Ok((replica, machine))
+    Ok((replica, machine, max_write))
 }
 
 pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
@@ -120,7 +121,7 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
         Ok(Some(mpb::CpgEvent { event: Some(mpb::cpg_event::Event::JoinedAs(m)) })) => m.pid,
         other => bail!("halo-membershipd did not confirm the join of {GROUP}: {other:?}"),
     };
-    let (replica, machine) = open_replica(&setup, id)?;
+    let (replica, machine, max_write) = open_replica(&setup, id)?;
     tracing::info!("CIB of node {id}: version {} at index {}", machine.version(), machine.index());
 
     let (event_tx, event_rx) = mpsc::channel(4096);
@@ -140,7 +141,7 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (watch_tx, _) = broadcast::channel(4096);
     tokio::spawn(service::serve(listener, cmd_tx, watch_tx.clone(), membership));
-    Core::new(id, replica, machine, peer_tx, watch_tx).run(cmd_rx, event_rx, shutdown).await
+    Core::new(id, replica, machine, peer_tx, watch_tx, max_write).run(cmd_rx, event_rx, shutdown).await
 }
 
 /// Send peer messages as group messages, batching what is queued; stops (and so stops the

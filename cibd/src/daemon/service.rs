@@ -20,7 +20,6 @@ use tokio::net::UnixListener;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_stream::{Stream, StreamExt};
-use tonic::transport::server::UdsConnectInfo;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -40,12 +39,7 @@ fn gone() -> Status {
 
 /// Who is calling: None for a privileged caller, else the requester ACLs apply to.
 fn caller<T>(req: &Request<T>) -> Result<Option<Requester>, Status> {
-    let uid = req
-        .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|i| i.peer_cred)
-        .map(|c| c.uid())
-        .ok_or_else(|| Status::permission_denied("cannot identify the caller of the CIB socket"))?;
+    let uid = proto::peer_uid(req).ok_or_else(|| Status::permission_denied("cannot identify the caller of the CIB socket"))?;
     // SAFETY: geteuid has no preconditions.
     if uid == 0 || uid == unsafe { libc::geteuid() } {
         return Ok(None);
