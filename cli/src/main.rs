@@ -6,6 +6,7 @@ mod cib_live;
 mod cluster;
 mod sandbox;
 mod simulate;
+mod stonith_cmds;
 
 use std::path::PathBuf;
 
@@ -43,6 +44,9 @@ enum Command {
     /// Read and change the CIB like cibadmin: the running cluster's, or a file's with --file.
     #[command(subcommand)]
     Cib(cib_cmds::CibCmd),
+    /// Fencing: fence a node, its history, the devices that can fence it.
+    #[command(subcommand)]
+    Stonith(stonith_cmds::StonithCmd),
 }
 
 fn main() {
@@ -59,6 +63,7 @@ fn main() {
         Command::Cpg(cmd) => block_on(cluster::cpg(dir, cmd)),
         Command::Cib(cmd) => std::process::exit(cib_cmds::run(cmd, dir)),
         Command::Agent(cmd) => agent_cmds::run(cmd, dir).map(|code| std::process::exit(code)),
+        Command::Stonith(cmd) => stonith_cmds::run(cmd, dir).map(|code| std::process::exit(code)),
     };
     if let Err(e) = result {
         eprintln!("halo: {e:#}");

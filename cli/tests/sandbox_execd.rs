@@ -106,21 +106,46 @@ async fn execd_runs_halo_agents_and_reports_a_dead_service() {
     assert_eq!((r.rc, r.op_status), (5, 7));
     assert!(r.exit_reason.contains("ocf:halo:nosuch"), "{}", r.exit_reason);
 
-    // fence_sandbox needs nothing but the target inside a sandbox: node1 powers node2 off,
-    // the services node2 runs included (they left node2's process group).
+    // Fencing goes through halo-fenced. node1's executor starts a fence_sandbox device (no
+    // parameter: inside a sandbox it needs only the target); that registers it with node1's
+    // fencer, which then powers node2 off, the services node2 runs included (they left
+    // node2's process group).
     let mut c2 = client(&sb, "node2").await;
     let port2 = (sb.port + 8).to_string();
     let r = c2.exec(op("web2", "ocf:halo:httpd", "start", &[("ip", "127.0.0.101"), ("port", port2.as_str())], 0)).await.unwrap().into_inner();
     assert_eq!(r.rc, 0, "{} {}", r.exit_reason, r.stderr);
     let server2: i32 = std::fs::read_to_string(sb.node_dir("node2").join("run/rsctmp/httpd-web2.pid")).unwrap().trim().parse().unwrap();
     let halod2: i32 = std::fs::read_to_string(sb.node_dir("node2").join("halod.pid")).unwrap().trim().parse().unwrap();
-    let r = c.exec(op("fence-node2", "stonith:fence_sandbox", "status", &[("plug", "node2")], 0)).await.unwrap().into_inner();
-    assert_eq!(r.rc, 0, "{}", r.stderr);
-    let r = c.exec(op("fence-node2", "stonith:fence_sandbox", "off", &[("plug", "node2")], 0)).await.unwrap().into_inner();
-    assert_eq!(r.rc, 0, "{}", r.stderr);
+    let r = c.exec(op("fence-sb", "stonith:fence_sandbox", "monitor", &[], 0)).await.unwrap().into_inner();
+    assert_eq!(r.rc, 7, "probe before start: not registered");
+    let r = c.exec(op("fence-sb", "stonith:fence_sandbox", "start", &[], 0)).await.unwrap().into_inner();
+    assert_eq!((r.rc, r.op_status), (0, 0), "{}", r.exit_reason);
+    let r = c.exec(op("fence-sb", "stonith:fence_sandbox", "off", &[("plug", "node2")], 0)).await.unwrap().into_inner();
+    assert_eq!(r.op_status, 3, "the executor does not fence: {}", r.exit_reason);
+    assert!(!live_members(halod2).is_empty(), "node2 still runs");
+    // The device lists the sandbox's nodes (dynamic-list).
+    let d = sb.halo("node1", &["stonith", "devices", "node2"]);
+    assert!(d.code == 0 && d.out.contains("fence-sb (stonith:fence_sandbox) dynamic-list"), "{} {}", d.out, d.err);
+    // node2 has no device: it cannot fence node1, says so, and nothing happens.
+    let n = sb.halo("node2", &["stonith", "fence", "node1"]);
+    assert_eq!(n.code, 1);
+    assert!(n.err.contains("no fencing device can fence node1"), "{}", n.err);
+    let me = sb.halo("node1", &["stonith", "fence", "node1"]);
+    assert!(me.code == 1 && me.err.contains("does not fence its own node"), "{}", me.err);
+    let f = sb.halo("node1", &["stonith", "fence", "node2", "--off", "--timeout", "30"]);
+    assert_eq!(f.code, 0, "{} {}", f.out, f.err);
+    assert!(f.out.contains("node2 fenced (off) by node1 using fence-sb"), "{}", f.out);
     assert!(live_members(halod2).is_empty(), "node2's processes survived fencing: {:?}", live_members(halod2));
     let state = std::fs::read_to_string(format!("/proc/{server2}/stat")).unwrap_or_default();
     assert!(state.is_empty() || state.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')), "node2's web server survived fencing");
-    let r = c.exec(op("fence-node2", "stonith:fence_sandbox", "status", &[("plug", "node2")], 0)).await.unwrap().into_inner();
-    assert_eq!(r.rc, 7, "status of a fenced node is off: {}", r.stdout);
+    let h = sb.halo("node1", &["stonith", "history"]);
+    let lines: Vec<&str> = h.out.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", h.out);
+    assert!(lines[0].starts_with("reboot of node1 failed"), "{}", h.out);
+    assert!(lines[1].starts_with("off of node2 successful: delegate=node1, client=halo-cli."), "{}", h.out);
+    assert!(lines[1].contains("origin=node1, devices=fence-sb, completed='"), "{}", h.out);
+    let r = c.exec(op("fence-sb", "stonith:fence_sandbox", "stop", &[], 0)).await.unwrap().into_inner();
+    assert_eq!(r.rc, 0);
+    let d = sb.halo("node1", &["stonith", "devices"]);
+    assert!(d.out.contains("no fencing device is registered"), "{}", d.out);
 }

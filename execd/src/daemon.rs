@@ -40,7 +40,7 @@ impl Setup {
             std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
         }
         let dirs = AgentDirs::discover(std::env::current_exe().ok().as_deref());
-        Ok(Setup { env: ExecEnv { dirs, rsctmp, workdir, node_name: local.name, systemd: crate::systemd::Systemd::host() }, socket: paths.socket(Daemon::Execd) })
+        Ok(Setup { env: ExecEnv { dirs, rsctmp, workdir, node_name: local.name, systemd: crate::systemd::Systemd::host(), fencer: Some(paths.socket(Daemon::Fenced)) }, socket: paths.socket(Daemon::Execd) })
     }
 }
 

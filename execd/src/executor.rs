@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, Notify, Semaphore};
 
 use crate::history::{OpRecord, RscHistory};
 use crate::rc::OpStatus;
-use crate::run::{run_op, ExecEnv, OpRequest, OpResult};
+use crate::run::{ExecEnv, OpRequest, OpResult};
 
 /// Ops running at once on a node, over all resources.
 pub const DEFAULT_PARALLEL: usize = 64;
@@ -169,7 +169,7 @@ async fn worker(shared: Arc<Shared>, me: mpsc::WeakUnboundedSender<Work>, mut rx
                 let (shared, me) = (shared.clone(), me.clone());
                 tokio::spawn(async move {
                     let permit = shared.limit.acquire().await;
-                    let result = run_op(&shared.env, &req, Some(cancel)).await;
+                    let result = crate::stonith::dispatch(&shared.env, &req, Some(cancel)).await;
                     drop(permit);
                     if let Some(tx) = me.upgrade() {
                         let _ = tx.send(Work::Done { req, result, job, queued });

@@ -1,5 +1,5 @@
 //! halo-execd's pieces: finding agents (`agent`), running one action (`run`), exit codes
-//! and op statuses (`rc`), the systemd class (`systemd`), the per-resource queues and recurring ops (`executor`), and the
+//! and op statuses (`rc`), the systemd class (`systemd`), the stonith class handed to halo-fenced (`stonith`), the per-resource queues and recurring ops (`executor`), and the
 //! operation history in the CIB's `lrm_rsc_op` form (`history`).
 
 pub mod agent;
@@ -8,4 +8,5 @@ pub mod executor;
 pub mod history;
 pub mod rc;
 pub mod run;
+pub mod stonith;
 pub mod systemd;

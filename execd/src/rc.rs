@@ -29,9 +29,29 @@ pub enum OpStatus {
     NotInstalled = 7,
     NotConnected = 8,
     Invalid = 9,
+    /// No fencing device can fence the target (stonith class).
+    NoFenceDevice = 10,
 }
 
 impl OpStatus {
+    /// The status for a number on the wire (unknown numbers are errors).
+    pub fn from_i32(v: i32) -> OpStatus {
+        match v {
+            -1 => OpStatus::Pending,
+            0 => OpStatus::Done,
+            1 => OpStatus::Cancelled,
+            2 => OpStatus::Timeout,
+            3 => OpStatus::NotSupported,
+            5 => OpStatus::ErrorHard,
+            6 => OpStatus::ErrorFatal,
+            7 => OpStatus::NotInstalled,
+            8 => OpStatus::NotConnected,
+            9 => OpStatus::Invalid,
+            10 => OpStatus::NoFenceDevice,
+            _ => OpStatus::Error,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             OpStatus::Pending => "pending",
@@ -45,6 +65,7 @@ impl OpStatus {
             OpStatus::NotInstalled => "Not installed",
             OpStatus::NotConnected => "Not connected",
             OpStatus::Invalid => "Invalid",
+            OpStatus::NoFenceDevice => "No fence device",
         }
     }
 }

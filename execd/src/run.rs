@@ -67,6 +67,8 @@ pub struct ExecEnv {
     pub workdir: PathBuf,
     pub node_name: String,
     pub systemd: crate::systemd::Systemd,
+    /// halo-fenced's socket, to which stonith resources' start, stop and monitor go.
+    pub fencer: Option<PathBuf>,
 }
 
 impl OpResult {

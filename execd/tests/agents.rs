@@ -36,6 +36,7 @@ impl Bench {
             workdir: PathBuf::from("/"),
             node_name: "node1".into(),
             systemd: execd::systemd::Systemd { systemctl: dir.path().join("systemctl"), runtime_dir: dir.path().join("run-systemd") },
+            fencer: None,
         };
         Bench { dir, env }
     }

@@ -13,6 +13,10 @@ pub mod execd {
     tonic::include_proto!("halo.execd");
 }
 
+pub mod fenced {
+    tonic::include_proto!("halo.fenced");
+}
+
 /// A channel to a local API on a Unix socket (tonic speaks HTTP/2 over it; the URI is unused).
 pub async fn connect_unix(path: std::path::PathBuf) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     tonic::transport::Endpoint::from_static("http://[::]:0")

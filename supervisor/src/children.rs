@@ -9,7 +9,7 @@ use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// The daemons of a node, in start order (stopped in reverse).
-const DAEMONS: &[Daemon] = &[Daemon::Membershipd, Daemon::Cibd, Daemon::Execd];
+const DAEMONS: &[Daemon] = &[Daemon::Membershipd, Daemon::Cibd, Daemon::Fenced, Daemon::Execd];
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 

@@ -1,0 +1,170 @@
+//! halo-fenced, the daemon: the node's [`Fencer`] behind a gRPC API on `run_dir/fenced.sock`
+//! (mode 0660; callers must be root or the daemon's user: fencing powers nodes off).
+//! The fencing topology and `stonith-timeout` are read from the local halo-cibd when a
+//! request needs them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use common::config::ClusterConfig;
+use common::paths::{Daemon, NodePaths};
+use proto::fenced as pb;
+use proto::fenced::fencer_server::{Fencer as FencerApi, FencerServer};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::device::Device;
+use crate::fencer::{CibSource, Entry, Fencer};
+use execd::agent::AgentDirs;
+use execd::run::ExecEnv;
+
+/// Everything the daemon needs, read once at start.
+pub struct Setup {
+    pub env: ExecEnv,
+    pub socket: PathBuf,
+    pub cib_socket: PathBuf,
+}
+
+impl Setup {
+    pub fn load(config_path: &Path, node: Option<&str>) -> Result<Setup> {
+        let config = ClusterConfig::load(config_path).map_err(|e| anyhow!("{e}"))?.config;
+        let local = config.find_local(node).map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
+        let paths = NodePaths::from_config(&config);
+        paths.create_dirs().with_context(|| format!("cannot create the node's directories under {}", paths.state_dir.display()))?;
+        let rsctmp = paths.rsctmp_dir();
+        let workdir = paths.state_dir.join("cores");
+        for d in [&rsctmp, &workdir] {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        let dirs = AgentDirs::discover(std::env::current_exe().ok().as_deref());
+        Ok(Setup {
+            env: ExecEnv { dirs, rsctmp, workdir, node_name: local.name, systemd: execd::systemd::Systemd::host(), fencer: None },
+            socket: paths.socket(Daemon::Fenced),
+            cib_socket: paths.socket(Daemon::Cibd),
+        })
+    }
+}
+
+/// The whole CIB from the local halo-cibd.
+pub async fn query_cib(sock: &Path) -> Result<cib::xml::Element, String> {
+    use proto::cib::cib_client::CibClient;
+    let ch = tokio::time::timeout(Duration::from_secs(5), proto::connect_unix(sock.to_path_buf()))
+        .await
+        .map_err(|_| format!("{} did not answer", sock.display()))?
+        .map_err(|e| format!("cannot reach halo-cibd at {}: {e}", sock.display()))?;
+    let mut c = CibClient::new(ch).max_decoding_message_size(256 << 20);
+    let r = tokio::time::timeout(Duration::from_secs(10), c.query(proto::cib::QueryRequest { section: String::new(), xpath: String::new() }))
+        .await
+        .map_err(|_| "halo-cibd did not answer the query within 10 s".to_string())?
+        .map_err(|e| format!("halo-cibd: {}", e.message()))?
+        .into_inner();
+    if let Some(e) = r.error {
+        return Err(format!("halo-cibd: {}", e.message));
+    }
+    cib::xml::parse(&r.xml).map(|d| d.root).map_err(|e| format!("the CIB from halo-cibd does not parse: {e}"))
+}
+
+fn authorize<T>(req: &Request<T>) -> Result<(), Status> {
+    let uid = proto::peer_uid(req);
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    match uid {
+        Some(u) if u == 0 || u == me => Ok(()),
+        Some(u) => Err(Status::permission_denied(format!("uid {u} may not fence: only root and uid {me} may use halo-fenced"))),
+        None => Err(Status::permission_denied("cannot identify the caller of the fencer socket")),
+    }
+}
+
+pub fn to_entry(e: &Entry) -> pb::HistoryEntry {
+    pb::HistoryEntry {
+        id: e.id.clone(),
+        target: e.target.clone(),
+        action: e.action.clone(),
+        client: e.client.clone(),
+        origin: e.origin.clone(),
+        executioner: e.executioner.clone(),
+        devices: e.devices.clone(),
+        state: e.state.name().into(),
+        reason: e.reason.clone(),
+        started_ms: e.started_ms,
+        completed_ms: e.completed_ms,
+    }
+}
+
+struct Api {
+    fencer: Fencer,
+}
+
+#[tonic::async_trait]
+impl FencerApi for Api {
+    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterReply>, Status> {
+        authorize(&req)?;
+        let r = req.into_inner();
+        let params = r.params.into_iter().collect();
+        let meta = r.meta.into_iter().collect();
+        let d = Device::new(&r.id, &r.agent, &params, &meta).map_err(Status::invalid_argument)?;
+        self.fencer.register(d).await.map_err(|(_, e)| Status::failed_precondition(e))?;
+        Ok(Response::new(pb::RegisterReply {}))
+    }
+
+    async fn remove(&self, req: Request<pb::RemoveRequest>) -> Result<Response<pb::RemoveReply>, Status> {
+        authorize(&req)?;
+        Ok(Response::new(pb::RemoveReply { removed: self.fencer.remove(&req.into_inner().id) }))
+    }
+
+    async fn monitor(&self, req: Request<pb::MonitorRequest>) -> Result<Response<pb::ActionResult>, Status> {
+        authorize(&req)?;
+        let r = req.into_inner();
+        let timeout = Duration::from_millis(if r.timeout_ms == 0 { 20_000 } else { r.timeout_ms });
+        let (action, res) = self.fencer.monitor(&r.id, timeout).await;
+        Ok(Response::new(pb::ActionResult {
+            rc: res.rc,
+            op_status: res.status as i32,
+            reason: if res.exit_reason.is_empty() { res.stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string() } else { res.exit_reason },
+            output: res.stdout,
+            exec_ms: res.exec_ms,
+            action,
+        }))
+    }
+
+    async fn devices(&self, req: Request<pb::DevicesRequest>) -> Result<Response<pb::DevicesReply>, Status> {
+        authorize(&req)?;
+        let target = req.into_inner().target;
+        let list = if target.is_empty() { self.fencer.devices() } else { self.fencer.capable(&target).await };
+        let mut devices = Vec::new();
+        for d in list {
+            let info = self.fencer.agent_info(&d).await;
+            devices.push(pb::Device { id: d.id.clone(), agent: d.agent.to_string(), host_check: d.effective_host_check(info.as_ref()).name().into(), targets: d.listed_targets() });
+        }
+        Ok(Response::new(pb::DevicesReply { devices }))
+    }
+
+    async fn fence(&self, req: Request<pb::FenceRequest>) -> Result<Response<pb::FenceReply>, Status> {
+        authorize(&req)?;
+        let r = req.into_inner();
+        let action = if r.action.is_empty() { "reboot".to_string() } else { r.action };
+        let timeout = (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms));
+        let client = if r.client.is_empty() { "a client".to_string() } else { r.client };
+        let o = self.fencer.fence(&r.target, &action, timeout, &client).await;
+        Ok(Response::new(pb::FenceReply { op_status: o.status as i32, reason: o.reason, devices: o.entry.devices.clone(), entry: Some(to_entry(&o.entry)) }))
+    }
+
+    async fn history(&self, req: Request<pb::HistoryRequest>) -> Result<Response<pb::HistoryReply>, Status> {
+        authorize(&req)?;
+        let t = req.into_inner().target;
+        let entries = self.fencer.history((!t.is_empty()).then_some(t.as_str())).iter().map(to_entry).collect();
+        Ok(Response::new(pb::HistoryReply { entries }))
+    }
+}
+
+pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    tracing::info!("node {}: fence agents from {:?} and {}", setup.env.node_name, setup.env.dirs.halo, setup.env.dirs.fence.display());
+    let fencer = Fencer::new(setup.env, CibSource::Cibd(setup.cib_socket));
+    tonic::transport::Server::builder()
+        .add_service(FencerServer::new(Api { fencer }))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| anyhow!("local API stopped: {e}"))
+}
