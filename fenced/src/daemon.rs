@@ -3,6 +3,7 @@
 //! The fencing topology and `stonith-timeout` are read from the local halo-cibd when a
 //! request needs them.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ use tonic::{Request, Response, Status};
 
 use crate::device::Device;
 use crate::fencer::{CibSource, Entry, Fencer};
+use crate::peers::{Peers, GROUP};
+use proto::membership as mpb;
+use proto::membership::membership_client::MembershipClient;
 use execd::agent::AgentDirs;
 use execd::run::ExecEnv;
 
@@ -25,6 +29,9 @@ pub struct Setup {
     pub env: ExecEnv,
     pub socket: PathBuf,
     pub cib_socket: PathBuf,
+    /// halo-membershipd's socket and the configured nodes (id -> name), to work with the
+    /// other fencers; None: this fencer works alone (tests).
+    pub membership: Option<(PathBuf, HashMap<u32, String>)>,
 }
 
 impl Setup {
@@ -43,6 +50,7 @@ impl Setup {
             env: ExecEnv { dirs, rsctmp, workdir, node_name: local.name, systemd: execd::systemd::Systemd::host(), fencer: None },
             socket: paths.socket(Daemon::Fenced),
             cib_socket: paths.socket(Daemon::Cibd),
+            membership: Some((paths.socket(Daemon::Membershipd), config.nodes.iter().map(|n| (n.nodeid, n.name.clone())).collect())),
         })
     }
 }
@@ -78,19 +86,7 @@ fn authorize<T>(req: &Request<T>) -> Result<(), Status> {
 }
 
 pub fn to_entry(e: &Entry) -> pb::HistoryEntry {
-    pb::HistoryEntry {
-        id: e.id.clone(),
-        target: e.target.clone(),
-        action: e.action.clone(),
-        client: e.client.clone(),
-        origin: e.origin.clone(),
-        executioner: e.executioner.clone(),
-        devices: e.devices.clone(),
-        state: e.state.name().into(),
-        reason: e.reason.clone(),
-        started_ms: e.started_ms,
-        completed_ms: e.completed_ms,
-    }
+    e.to_pb()
 }
 
 struct Api {
@@ -159,12 +155,96 @@ impl FencerApi for Api {
     }
 }
 
+/// How long a starting fencer waits for halo-membershipd.
+const MEMBERSHIP_WAIT: Duration = Duration::from_secs(30);
+
+/// Join the fencers' process group and wire it to `fencer`; the returned task ends (with
+/// the reason) when halo-membershipd goes away.
+async fn join_group(fencer: &Fencer, sock: &Path, names: HashMap<u32, String>) -> Result<tokio::task::JoinHandle<String>> {
+    let t0 = std::time::Instant::now();
+    let mut membership = loop {
+        match proto::connect_unix(sock.to_path_buf()).await {
+            Ok(ch) => break MembershipClient::new(ch),
+            Err(e) if t0.elapsed() >= MEMBERSHIP_WAIT => return Err(anyhow!("cannot reach halo-membershipd at {} within {} s: {e}", sock.display(), MEMBERSHIP_WAIT.as_secs())),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let mut stream = membership
+        .cpg_join(mpb::CpgJoinRequest { group: GROUP.into() })
+        .await
+        .map_err(|e| anyhow!("cannot join the process group {GROUP}: {}", e.message()))?
+        .into_inner();
+    let pid = match stream.message().await {
+        Ok(Some(mpb::CpgEvent { event: Some(mpb::cpg_event::Event::JoinedAs(m)) })) => m.pid,
+        other => return Err(anyhow!("halo-membershipd did not confirm the join of {GROUP}: {other:?}")),
+    };
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let peers = Peers::new(fencer.node(), names, out_tx);
+    fencer.set_peers(peers.clone());
+    tokio::spawn(async move {
+        while let Some(data) = out_rx.recv().await {
+            if let Err(e) = membership.cpg_send(mpb::CpgSendRequest { group: GROUP.into(), data, pid }).await {
+                tracing::error!("halo-membershipd refused a fencer message: {}", e.message());
+            }
+        }
+    });
+    let fencer = fencer.clone();
+    Ok(tokio::spawn(async move {
+        loop {
+            match stream.message().await {
+                Ok(Some(ev)) => match ev.event {
+                    Some(mpb::cpg_event::Event::Deliver(d)) => {
+                        let from = d.from.map(|m| m.nodeid).unwrap_or(0);
+                        peers.on_message(&fencer, from, &d.data);
+                    }
+                    Some(mpb::cpg_event::Event::Confchg(c)) => {
+                        let ids: Vec<u32> = c.members.iter().map(|m| m.nodeid).collect();
+                        peers.on_members(&fencer, &ids);
+                    }
+                    _ => {}
+                },
+                Ok(None) => return "halo-membershipd closed the process group stream".to_string(),
+                Err(e) => return format!("halo-membershipd: {}", e.message()),
+            }
+        }
+    }))
+}
+
 pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     tracing::info!("node {}: fence agents from {:?} and {}", setup.env.node_name, setup.env.dirs.halo, setup.env.dirs.fence.display());
     let fencer = Fencer::new(setup.env, CibSource::Cibd(setup.cib_socket));
-    tonic::transport::Server::builder()
+    let group = match setup.membership {
+        Some((sock, names)) => Some(join_group(&fencer, &sock, names).await?),
+        None => None,
+    };
+    let lost = async move {
+        match group {
+            Some(g) => g.await.unwrap_or_else(|e| format!("the process group task failed: {e}")),
+            None => std::future::pending().await,
+        }
+    };
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(async move {
+        let _ = lost_tx.send(lost.await);
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
         .add_service(FencerServer::new(Api { fencer }))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await
-        .map_err(|e| anyhow!("local API stopped: {e}"))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        r = &mut server => return r.map_err(|e| anyhow!("local API stopped: {e}")),
+        _ = &mut shutdown => {}
+        why = lost_rx => {
+            // Without the group this fencer cannot work with the others: halod restarts it.
+            let _ = stop_tx.send(());
+            let _ = server.await;
+            return Err(anyhow!("{}", why.unwrap_or_else(|_| "the process group task ended".into())));
+        }
+    }
+    let _ = stop_tx.send(());
+    server.await.map_err(|e| anyhow!("local API stopped: {e}"))
 }

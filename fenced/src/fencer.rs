@@ -6,7 +6,7 @@
 //! action that arrives while the same one is running joins it: a node is fenced once.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use execd::agent::AgentSpec;
@@ -16,6 +16,7 @@ use rand::Rng;
 use tokio::sync::{broadcast, watch};
 
 use crate::device::{parse_list_output, AgentInfo, Device, HostCheck};
+use crate::peers::{status_of, Peers};
 use crate::topology::{levels_for, Level};
 
 /// How long a device's `list` output is believed (Pacemaker re-reads it after a minute).
@@ -89,6 +90,8 @@ struct Inner {
     pending: Mutex<HashMap<(String, String), watch::Receiver<Option<Outcome>>>>,
     finished: broadcast::Sender<Entry>,
     next_id: Mutex<u64>,
+    /// The other fencers, once the daemon has joined their process group.
+    peers: OnceLock<Arc<Peers>>,
 }
 
 /// One node's fencer. Cheap to clone.
@@ -97,7 +100,7 @@ pub struct Fencer {
     inner: Arc<Inner>,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
@@ -115,8 +118,14 @@ impl Fencer {
                 pending: Mutex::new(HashMap::new()),
                 finished,
                 next_id: Mutex::new(1),
+                peers: OnceLock::new(),
             }),
         }
+    }
+
+    /// Work with the other fencers of the cluster from now on (once; later calls are ignored).
+    pub fn set_peers(&self, peers: Arc<Peers>) {
+        let _ = self.inner.peers.set(peers);
     }
 
     pub fn node(&self) -> &str {
@@ -347,17 +356,29 @@ impl Fencer {
         if let Err(e) = check_target(target, action) {
             return end(entry, OpStatus::Invalid, e, self);
         }
-        if target.eq_ignore_ascii_case(self.node()) && action != "on" {
+        let peers = self.inner.peers.get().cloned();
+        if peers.is_none() && target.eq_ignore_ascii_case(self.node()) && action != "on" {
             let why = format!("{} does not fence its own node: ask the fencer of another node", self.node());
             return end(entry, OpStatus::Invalid, why, self);
         }
-        self.record(entry.clone());
         tracing::warn!("{client} asks to {action} {target}");
         let (levels, cluster_timeout) = match self.read_cib(target).await {
             Ok(x) => x,
             Err(e) => return end(entry, OpStatus::Error, e, self),
         };
         let deadline = Instant::now() + timeout.or(cluster_timeout).unwrap_or(DEFAULT_FENCE_TIMEOUT);
+        if let Some(p) = peers {
+            let e = p.fence(self, entry, &levels, deadline).await;
+            let status = status_of(&e);
+            let _ = self.inner.finished.send(e.clone());
+            if status == OpStatus::Done {
+                tracing::warn!("{} {} by {} ({}): done", e.action, e.target, e.executioner, e.devices.join(","));
+            } else {
+                tracing::error!("{} {} failed: {}", e.action, e.target, e.reason);
+            }
+            return Outcome { status, reason: e.reason.clone(), entry: e };
+        }
+        self.record(entry.clone());
         let result = if levels.is_empty() { self.fence_with_any(target, action, deadline).await } else { self.fence_with_levels(target, action, &levels, deadline).await };
         match result {
             Ok(devices) => {
@@ -437,6 +458,18 @@ impl Fencer {
         Err((OpStatus::Error, failures.join("; ")))
     }
 
+    /// Run one registered device against `target` (asked by another node's fencer).
+    pub(crate) async fn execute_device(&self, id: &str, target: &str, action: &str, timeout: Duration) -> Result<(), String> {
+        check_target(target, action)?;
+        if target.eq_ignore_ascii_case(self.node()) && action != "on" {
+            return Err(format!("{} does not fence itself", self.node()));
+        }
+        let Some(d) = self.device(id) else {
+            return Err(format!("device {id} is not registered on {}", self.node()));
+        };
+        self.fence_with(&d, target, action, Instant::now() + timeout).await
+    }
+
     /// One device, its delay first, then up to its retries while time remains.
     async fn fence_with(&self, d: &Device, target: &str, action: &str, deadline: Instant) -> Result<(), String> {
         let info = self.agent_info(d).await;
@@ -466,6 +499,44 @@ impl Fencer {
             tracing::warn!("{} {agent_action} {target}: attempt {attempt} failed: {last}", d.id);
         }
         Err(format!("{}: {agent_action} {target} failed: {last}", d.id))
+    }
+}
+
+impl Entry {
+    pub fn to_pb(&self) -> proto::fenced::HistoryEntry {
+        proto::fenced::HistoryEntry {
+            id: self.id.clone(),
+            target: self.target.clone(),
+            action: self.action.clone(),
+            client: self.client.clone(),
+            origin: self.origin.clone(),
+            executioner: self.executioner.clone(),
+            devices: self.devices.clone(),
+            state: self.state.name().into(),
+            reason: self.reason.clone(),
+            started_ms: self.started_ms,
+            completed_ms: self.completed_ms,
+        }
+    }
+
+    pub fn from_pb(e: &proto::fenced::HistoryEntry) -> Entry {
+        Entry {
+            id: e.id.clone(),
+            target: e.target.clone(),
+            action: e.action.clone(),
+            client: e.client.clone(),
+            origin: e.origin.clone(),
+            executioner: e.executioner.clone(),
+            devices: e.devices.clone(),
+            state: match e.state.as_str() {
+                "done" => State::Done,
+                "pending" => State::Pending,
+                _ => State::Failed,
+            },
+            reason: e.reason.clone(),
+            started_ms: e.started_ms,
+            completed_ms: e.completed_ms,
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! halo-fenced's pieces: fencing devices and their `pcmk_*` options (`device`), fencing
 //! topology from the CIB (`topology`), the node's fencer: registered devices, monitors,
-//! fence requests and history (`fencer`), and the daemon's gRPC API (`daemon`).
+//! fence requests and history (`fencer`), the fencers of a cluster working as one over a
+//! process group (`peers`), and the daemon's gRPC API (`daemon`).
 
 pub mod daemon;
 pub mod device;
 pub mod fencer;
+pub mod peers;
 pub mod topology;

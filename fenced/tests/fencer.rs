@@ -226,7 +226,7 @@ async fn the_executor_hands_stonith_resources_to_the_fencer() {
     let b = Bench::new();
     let sock = b.path("fenced.sock");
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();
-    let setup = fenced::daemon::Setup { env: b.env.clone(), socket: sock.clone(), cib_socket: b.path("no-cibd.sock") };
+    let setup = fenced::daemon::Setup { env: b.env.clone(), socket: sock.clone(), cib_socket: b.path("no-cibd.sock"), membership: None };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(fenced::daemon::run(setup, listener, async move {
         let _ = stop_rx.await;
