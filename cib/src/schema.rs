@@ -226,7 +226,7 @@ fn is_integer(v: &str) -> bool {
 }
 
 /// An XML NCName, approximately: letters (any script), digits, `-`, `_`, `.`; not starting with a digit, `-` or `.`.
-fn is_ncname(v: &str) -> bool {
+pub fn is_ncname(v: &str) -> bool {
     let mut cs = v.chars();
     let Some(first) = cs.next() else { return false };
     (first.is_alphabetic() || first == '_' || !first.is_ascii() && !first.is_whitespace())

@@ -54,7 +54,7 @@ pub enum AgentCmd {
     },
 }
 
-fn exec_env(dir: Option<&Path>) -> Result<ExecEnv> {
+pub(crate) fn exec_env(dir: Option<&Path>) -> Result<ExecEnv> {
     let dirs = AgentDirs::discover(std::env::current_exe().ok().as_deref());
     let (rsctmp, node_name) = match dir {
         Some(d) => {

@@ -57,12 +57,28 @@ async fn run_async(cmd: CibCmd, dir: Option<&Path>) -> Result<i32, Fail> {
         CibCmd::Delete { input, .. } => ("delete from", write(WireOp::Delete(pb::Delete { xml: input.element()?.to_xml() }))),
         CibCmd::Patch { patch, .. } => ("patch", write(WireOp::Patch(pb::Patch { xml: read_xml(&patch, "PATCHFILE")?.to_xml() }))),
     };
+    send_write(dir, what, req).await.map(|_| 0)
+}
+
+/// One write to the running cluster's CIB through the node `dir` names.
+pub(crate) async fn send_write(dir: Option<&Path>, what: &str, req: pb::WriteRequest) -> Result<(), Fail> {
     let mut c = connect(dir).await?;
     let r = c.write(req).await.map_err(rpc_fail)?.into_inner();
     match r.error {
         Some(e) => Err(fail(e.exit_code, format!("cannot {what} the CIB: {}", e.message))),
-        None => Ok(0),
+        None => Ok(()),
     }
+}
+
+/// The elements an xpath selects in the running cluster's CIB (empty when none).
+pub(crate) async fn query_xpath(dir: Option<&Path>, xpath: &str) -> Result<Vec<cib::xml::Element>, Fail> {
+    let mut c = connect(dir).await?;
+    let r = c.query(pb::QueryRequest { section: String::new(), xpath: xpath.to_string() }).await.map_err(rpc_fail)?.into_inner();
+    if let Some(e) = r.error {
+        return if e.exit_code == EX_NOSUCH { Ok(Vec::new()) } else { Err(fail(e.exit_code, format!("query of the CIB: {}", e.message))) };
+    }
+    let root = cib::xml::parse(&r.xml).map_err(|e| fail(EX_ERROR, format!("the CIB's answer does not parse: {e}")))?.root;
+    Ok(if root.name == "xpath-query" { root.elements().cloned().collect() } else { vec![root] })
 }
 
 async fn query(dir: Option<&Path>, section: String, xpath: String) -> Result<i32, Fail> {

@@ -6,6 +6,7 @@ mod cib_live;
 mod cluster;
 mod sandbox;
 mod simulate;
+mod stonith_cib;
 mod stonith_cmds;
 
 use std::path::PathBuf;

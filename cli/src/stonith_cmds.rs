@@ -28,6 +28,25 @@ pub enum StonithCmd {
     History { node: Option<String> },
     /// Fencing devices registered on this node; with NODE, those that can fence it.
     Devices { node: Option<String> },
+    /// Add a fencing device to the CIB (as pcs): `create ID AGENT [K=V]... [meta K=V...]`.
+    /// Every node's fencer registers it where the configuration allows it.
+    Create {
+        id: String,
+        /// The fence agent (fence_NAME or stonith:fence_NAME).
+        agent: String,
+        /// Instance attributes K=V (the agent's parameters and pcmk_* options), then
+        /// `meta` and meta attributes K=V.
+        #[arg(value_name = "K=V")]
+        options: Vec<String>,
+        /// Accept parameters the agent's meta-data does not list.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove a fencing device from the CIB.
+    Delete { id: String },
+    /// Confirm by hand that NODE is down (powered off): recorded as fenced on every node.
+    /// Wrong use risks data: only when you know the node is off.
+    Confirm { node: String },
 }
 
 async fn connect(dir: Option<&Path>) -> Result<FencerClient<Channel>> {
@@ -60,12 +79,29 @@ fn history_line(e: &pb::HistoryEntry) -> String {
 pub fn run(cmd: StonithCmd, dir: Option<&Path>) -> Result<i32> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
+        match cmd {
+            StonithCmd::Create { id, agent, options, force } => return crate::stonith_cib::create(dir, &id, &agent, &options, force).await,
+            StonithCmd::Delete { id } => return crate::stonith_cib::delete(dir, &id).await,
+            _ => {}
+        }
         let mut c = connect(dir).await?;
         match cmd {
+            StonithCmd::Create { .. } | StonithCmd::Delete { .. } => unreachable!("CIB commands return above"),
+            StonithCmd::Confirm { node } => {
+                let client = format!("halo-cli.{}", std::process::id());
+                let req = pb::FenceRequest { target: node.clone(), action: "off".into(), timeout_ms: 0, client, manual: true };
+                let r = c.fence(req).await.map_err(|e| anyhow!("halo-fenced: {}", e.message()))?.into_inner();
+                if r.op_status != 0 {
+                    bail!("could not confirm {node}: {}", r.reason);
+                }
+                eprintln!("warning: {node} is now taken as fenced on every node; if it is not really off, its resources may run twice");
+                println!("{node} confirmed fenced (manual)");
+                Ok(0)
+            }
             StonithCmd::Fence { node, off, timeout } => {
                 let action = if off { "off" } else { "reboot" };
                 let client = format!("halo-cli.{}", std::process::id());
-                let req = pb::FenceRequest { target: node.clone(), action: action.into(), timeout_ms: timeout.map_or(0, |s| s * 1000), client };
+                let req = pb::FenceRequest { target: node.clone(), action: action.into(), timeout_ms: timeout.map_or(0, |s| s * 1000), client, manual: false };
                 let mut call = tonic::Request::new(req);
                 // The fencer enforces the timeout; this only bounds a fencer that went away.
                 call.set_timeout(Duration::from_secs(timeout.unwrap_or(600) + 30));
@@ -93,7 +129,14 @@ pub fn run(cmd: StonithCmd, dir: Option<&Path>) -> Result<i32> {
                 }
                 for d in &r.devices {
                     let targets = if d.targets.is_empty() { String::new() } else { format!(": {}", d.targets.join(" ")) };
-                    println!("{} ({}) {}{targets}", d.id, d.agent, d.host_check);
+                    let mut how = Vec::new();
+                    if d.started {
+                        how.push("started here");
+                    }
+                    if d.from_cib {
+                        how.push("allowed here by the CIB");
+                    }
+                    println!("{} ({}) {}{targets} [{}]", d.id, d.agent, d.host_check, how.join(", "));
                 }
                 Ok(0)
             }

@@ -102,3 +102,84 @@ async fn fencers_fence_through_the_node_that_has_the_device_and_agree() {
     assert!(f1[0].starts_with("reboot of node1 failed: client=halo-cli."), "{f1:?}");
     assert_eq!(f1, f2);
 }
+
+/// Wait until `halo stonith devices` on `node` satisfies `pred`.
+fn wait_devices(sb: &Sandbox, node: &str, what: &str, pred: impl Fn(&str) -> bool) {
+    let t0 = Instant::now();
+    loop {
+        let r = sb.halo(node, &["stonith", "devices"]);
+        if r.code == 0 && pred(&r.out) {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "{node}: {what} not reached: {} {}", r.out, r.err);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A device created in the CIB (`halo stonith create`, as pcs writes it) is registered by
+/// every fencer the configuration allows, with no executor involved; a ban takes it away
+/// from one node; bad devices are refused before anything is written.
+#[test]
+fn devices_come_from_the_cib_and_follow_its_constraints() {
+    if !have_loopback_aliases() {
+        eprintln!("skipped: 127.0.0.13 cannot be bound here");
+        return;
+    }
+    let sb = Sandbox::create("fenced-cib", 3);
+    for n in ["node1", "node2", "node3"] {
+        sb.start(n);
+    }
+    sb.wait_cib_ready(&["node1", "node2", "node3"], Duration::from_secs(30));
+    let before = sb.halo("node1", &["cib", "query", "--section", "resources"]).out;
+    for (args, why) in [
+        (vec!["stonith", "create", "f1", "fence_nosuch"], "fence_nosuch"),
+        (vec!["stonith", "create", "f1", "fence_sandbox", "bogus=1"], "has no parameter 'bogus'"),
+        (vec!["stonith", "create", "f1", "fence_sandbox", "pcmk_host_check=sometimes"], "pcmk_host_check"),
+        (vec!["stonith", "create", "f1", "fence_sandbox", "novalue"], "is not NAME=VALUE"),
+        (vec!["stonith", "delete", "nosuch"], "no fencing device 'nosuch'"),
+    ] {
+        let r = sb.halo("node1", &args);
+        assert_eq!(r.code, 1, "{args:?}: {}", r.out);
+        assert!(r.err.contains(why) && r.err.trim().lines().count() == 1, "{args:?}: {}", r.err);
+    }
+    assert_eq!(sb.halo("node1", &["cib", "query", "--section", "resources"]).out, before, "refusals wrote nothing");
+
+    let r = sb.halo("node2", &["stonith", "create", "fsb", "fence_sandbox", "pcmk_delay_base=1s", "meta", "priority=5"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    let q = sb.halo("node3", &["cib", "query", "--xpath", "//primitive[@id='fsb']"]).out;
+    assert!(q.contains(r#"<nvpair id="fsb-instance_attributes-pcmk_delay_base" name="pcmk_delay_base" value="1s"/>"#), "{q}");
+    assert!(q.contains(r#"<op name="monitor" interval="60s" id="fsb-monitor-interval-60s"/>"#), "{q}");
+    for n in ["node1", "node2", "node3"] {
+        wait_devices(&sb, n, "fsb from the CIB", |o| o.contains("fsb (stonith:fence_sandbox) dynamic-list [allowed here by the CIB]"));
+    }
+    // Banned from node1: node1's fencer lets it go, the others keep it.
+    let ban = r#"<rsc_location id="ban-fsb" rsc="fsb" node="node1" score="-INFINITY"/>"#;
+    assert_eq!(sb.halo("node1", &["cib", "create", "-o", "constraints", "--xml", ban]).code, 0);
+    wait_devices(&sb, "node1", "fsb gone", |o| o.contains("no fencing device is registered"));
+    wait_devices(&sb, "node2", "fsb kept", |o| o.contains("fsb"));
+    // node1 asks: node2 (the lowest node that has it and is not the target) fences node3.
+    let halod3: i32 = std::fs::read_to_string(sb.node_dir("node3").join("halod.pid")).unwrap().trim().parse().unwrap();
+    let f = sb.halo("node1", &["stonith", "fence", "node3", "--timeout", "30"]);
+    assert_eq!(f.code, 0, "{} {}", f.out, f.err);
+    assert!(f.out.contains("node3 fenced (reboot) by node2 using fsb"), "{}", f.out);
+    assert!(!alive(halod3), "node3 survived");
+    // A manual confirmation is recorded on every node.
+    let c = sb.halo("node2", &["stonith", "confirm", "node3"]);
+    assert!(c.code == 0 && c.err.contains("warning"), "{} {}", c.out, c.err);
+    let t0 = Instant::now();
+    loop {
+        let h = history(&sb, "node1", "node3");
+        if h.len() == 2 {
+            assert!(h[0].starts_with("reboot of node3 successful: delegate=node2, client=halo-cli.") && h[0].contains("origin=node1"), "{h:?}");
+            assert!(h[1].starts_with("off of node3 successful: delegate=node2") && h[1].contains("devices=manual"), "{h:?}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{h:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Deleting the device (its ban first: the CIB keeps no dangling reference).
+    assert_eq!(sb.halo("node1", &["cib", "delete", "--xml", r#"<rsc_location id="ban-fsb"/>"#]).code, 0);
+    let d = sb.halo("node1", &["stonith", "delete", "fsb"]);
+    assert_eq!(d.code, 0, "{}", d.err);
+    wait_devices(&sb, "node2", "fsb deleted", |o| o.contains("no fencing device is registered"));
+}

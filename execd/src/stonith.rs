@@ -83,9 +83,10 @@ async fn via_fencer(env: &ExecEnv, req: &OpRequest) -> OpResult {
         match action {
             "stop" => client.remove(pb::RemoveRequest { id: req.rsc.clone() }).await.map(|_| fail(OpStatus::Done, OCF_SUCCESS, String::new())),
             "monitor" if req.interval_ms == 0 => {
-                // A probe: is the device registered (started) on this node?
+                // A probe: did this node's executor register (start) the device? A device the
+                // fencer has only from the CIB is usable here but not started here.
                 let r = client.devices(pb::DevicesRequest { target: String::new() }).await?.into_inner();
-                let on = r.devices.iter().any(|d| d.id == req.rsc);
+                let on = r.devices.iter().any(|d| d.id == req.rsc && d.started);
                 Ok(fail(OpStatus::Done, if on { OCF_SUCCESS } else { OCF_NOT_RUNNING }, String::new()))
             }
             "monitor" => client.monitor(pb::MonitorRequest { id: req.rsc.clone(), timeout_ms }).await.map(|r| monitor_result(r.into_inner(), started, t0)),

@@ -1,7 +1,7 @@
 //! halo-fenced, the daemon: the node's [`Fencer`] behind a gRPC API on `run_dir/fenced.sock`
 //! (mode 0660; callers must be root or the daemon's user: fencing powers nodes off).
 //! The fencing topology and `stonith-timeout` are read from the local halo-cibd when a
-//! request needs them.
+//! request needs them, and the devices the CIB allows here are registered (`cib_link`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -53,25 +53,6 @@ impl Setup {
             membership: Some((paths.socket(Daemon::Membershipd), config.nodes.iter().map(|n| (n.nodeid, n.name.clone())).collect())),
         })
     }
-}
-
-/// The whole CIB from the local halo-cibd.
-pub async fn query_cib(sock: &Path) -> Result<cib::xml::Element, String> {
-    use proto::cib::cib_client::CibClient;
-    let ch = tokio::time::timeout(Duration::from_secs(5), proto::connect_unix(sock.to_path_buf()))
-        .await
-        .map_err(|_| format!("{} did not answer", sock.display()))?
-        .map_err(|e| format!("cannot reach halo-cibd at {}: {e}", sock.display()))?;
-    let mut c = CibClient::new(ch).max_decoding_message_size(256 << 20);
-    let r = tokio::time::timeout(Duration::from_secs(10), c.query(proto::cib::QueryRequest { section: String::new(), xpath: String::new() }))
-        .await
-        .map_err(|_| "halo-cibd did not answer the query within 10 s".to_string())?
-        .map_err(|e| format!("halo-cibd: {}", e.message()))?
-        .into_inner();
-    if let Some(e) = r.error {
-        return Err(format!("halo-cibd: {}", e.message));
-    }
-    cib::xml::parse(&r.xml).map(|d| d.root).map_err(|e| format!("the CIB from halo-cibd does not parse: {e}"))
 }
 
 fn authorize<T>(req: &Request<T>) -> Result<(), Status> {
@@ -132,7 +113,14 @@ impl FencerApi for Api {
         let mut devices = Vec::new();
         for d in list {
             let info = self.fencer.agent_info(&d).await;
-            devices.push(pb::Device { id: d.id.clone(), agent: d.agent.to_string(), host_check: d.effective_host_check(info.as_ref()).name().into(), targets: d.listed_targets() });
+            devices.push(pb::Device {
+                id: d.id.clone(),
+                agent: d.agent.to_string(),
+                host_check: d.effective_host_check(info.as_ref()).name().into(),
+                targets: d.listed_targets(),
+                started: self.fencer.started(&d.id),
+                from_cib: self.fencer.from_cib(&d.id),
+            });
         }
         Ok(Response::new(pb::DevicesReply { devices }))
     }
@@ -143,7 +131,7 @@ impl FencerApi for Api {
         let action = if r.action.is_empty() { "reboot".to_string() } else { r.action };
         let timeout = (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms));
         let client = if r.client.is_empty() { "a client".to_string() } else { r.client };
-        let o = self.fencer.fence(&r.target, &action, timeout, &client).await;
+        let o = if r.manual { self.fencer.confirm(&r.target, &client).await } else { self.fencer.fence(&r.target, &action, timeout, &client).await };
         Ok(Response::new(pb::FenceReply { op_status: o.status as i32, reason: o.reason, devices: o.entry.devices.clone(), entry: Some(to_entry(&o.entry)) }))
     }
 
@@ -212,7 +200,8 @@ async fn join_group(fencer: &Fencer, sock: &Path, names: HashMap<u32, String>) -
 
 pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     tracing::info!("node {}: fence agents from {:?} and {}", setup.env.node_name, setup.env.dirs.halo, setup.env.dirs.fence.display());
-    let fencer = Fencer::new(setup.env, CibSource::Cibd(setup.cib_socket));
+    let fencer = Fencer::new(setup.env, CibSource::Cibd(setup.cib_socket.clone()));
+    tokio::spawn(crate::cib_link::follow(fencer.clone(), setup.cib_socket));
     let group = match setup.membership {
         Some((sock, names)) => Some(join_group(&fencer, &sock, names).await?),
         None => None,

@@ -83,7 +83,7 @@ pub struct Outcome {
 struct Inner {
     env: ExecEnv,
     cib: CibSource,
-    devices: Mutex<BTreeMap<String, Device>>,
+    devices: Mutex<BTreeMap<String, Slot>>,
     info: Mutex<HashMap<AgentSpec, Option<AgentInfo>>>,
     lists: Mutex<HashMap<String, (Instant, Vec<String>)>>,
     history: Mutex<Vec<Entry>>,
@@ -92,6 +92,21 @@ struct Inner {
     next_id: Mutex<u64>,
     /// The other fencers, once the daemon has joined their process group.
     peers: OnceLock<Arc<Peers>>,
+}
+
+/// A device id's registrations: by the executor (its stonith resource started here) and
+/// from the CIB (the configuration allows it on this node), as Pacemaker's fencer keeps
+/// both. The device is usable while either holds; the executor's is the one used.
+#[derive(Default)]
+struct Slot {
+    api: Option<Device>,
+    cib: Option<Device>,
+}
+
+impl Slot {
+    fn current(&self) -> Option<&Device> {
+        self.api.as_ref().or(self.cib.as_ref())
+    }
 }
 
 /// One node's fencer. Cheap to clone.
@@ -137,31 +152,82 @@ impl Fencer {
         self.inner.finished.subscribe()
     }
 
-    /// Register or replace a device. Its agent must exist here.
+    /// Register or replace a device for the executor (its stonith resource started here).
+    /// Its agent must exist here.
     pub async fn register(&self, device: Device) -> Result<(), (OpStatus, String)> {
         self.inner.env.dirs.locate(&device.agent).map_err(|e| (OpStatus::NotInstalled, format!("device {}: {e}", device.id)))?;
         self.agent_info(&device).await;
         self.inner.lists.lock().unwrap().remove(&device.id);
-        tracing::info!("device {} ({}) registered", device.id, device.agent);
-        self.inner.devices.lock().unwrap().insert(device.id.clone(), device);
+        tracing::info!("device {} ({}) registered (started)", device.id, device.agent);
+        let id = device.id.clone();
+        self.inner.devices.lock().unwrap().entry(id).or_default().api = Some(device);
         Ok(())
     }
 
+    /// Drop the executor's registration (the stonith resource stopped); false if there was
+    /// none. The device stays usable if the CIB allows it here.
     pub fn remove(&self, id: &str) -> bool {
         self.inner.lists.lock().unwrap().remove(id);
-        let removed = self.inner.devices.lock().unwrap().remove(id).is_some();
+        let mut devices = self.inner.devices.lock().unwrap();
+        let removed = devices.get_mut(id).and_then(|s| s.api.take()).is_some();
+        if devices.get(id).is_some_and(|s| s.current().is_none()) {
+            devices.remove(id);
+        }
         if removed {
-            tracing::info!("device {id} unregistered");
+            tracing::info!("device {id} unregistered (stopped)");
         }
         removed
     }
 
+    /// Make the CIB's registrations exactly `allowed` (the devices the configuration allows
+    /// on this node). A device whose agent is missing here is left out, with a warning.
+    pub async fn sync_cib_devices(&self, allowed: Vec<Device>) {
+        let mut usable = Vec::new();
+        for d in allowed {
+            match self.inner.env.dirs.locate(&d.agent) {
+                Ok(_) => {
+                    self.agent_info(&d).await;
+                    usable.push(d);
+                }
+                Err(e) => tracing::warn!("device {} from the CIB cannot be used here: {e}", d.id),
+            }
+        }
+        let mut devices = self.inner.devices.lock().unwrap();
+        let mut lists = self.inner.lists.lock().unwrap();
+        for (id, slot) in devices.iter_mut() {
+            let keep = usable.iter().any(|d| &d.id == id);
+            if !keep && slot.cib.take().is_some() {
+                tracing::info!("device {id}: no longer allowed here by the CIB");
+                lists.remove(id);
+            }
+        }
+        for d in usable {
+            let slot = devices.entry(d.id.clone()).or_default();
+            if slot.cib.as_ref() != Some(&d) {
+                tracing::info!("device {} ({}) registered from the CIB", d.id, d.agent);
+                lists.remove(&d.id);
+                slot.cib = Some(d);
+            }
+        }
+        devices.retain(|_, s| s.current().is_some());
+    }
+
     pub fn devices(&self) -> Vec<Device> {
-        self.inner.devices.lock().unwrap().values().cloned().collect()
+        self.inner.devices.lock().unwrap().values().filter_map(|s| s.current().cloned()).collect()
     }
 
     pub fn device(&self, id: &str) -> Option<Device> {
-        self.inner.devices.lock().unwrap().get(id).cloned()
+        self.inner.devices.lock().unwrap().get(id).and_then(|s| s.current().cloned())
+    }
+
+    /// Whether the executor registered `id` (its stonith resource is started on this node).
+    pub fn started(&self, id: &str) -> bool {
+        self.inner.devices.lock().unwrap().get(id).is_some_and(|s| s.api.is_some())
+    }
+
+    /// Whether the CIB allows `id` on this node.
+    pub fn from_cib(&self, id: &str) -> bool {
+        self.inner.devices.lock().unwrap().get(id).is_some_and(|s| s.cib.is_some())
     }
 
     /// The agent's meta-data, read once per agent (None when it gives none).
@@ -321,14 +387,43 @@ impl Fencer {
         outcome
     }
 
-    async fn fence_once(&self, target: &str, action: &str, timeout: Option<Duration>, client: &str) -> Outcome {
-        let id = {
-            let mut n = self.inner.next_id.lock().unwrap();
-            *n += 1;
-            format!("{}-{}-{}", self.node(), now_ms(), *n - 1)
+    /// Record `target` as fenced without running a device: an administrator confirms it is
+    /// down. Every fencer of the cluster records it.
+    pub async fn confirm(&self, target: &str, client: &str) -> Outcome {
+        let entry = Entry {
+            id: self.new_id(),
+            target: target.to_string(),
+            action: "off".into(),
+            client: client.to_string(),
+            origin: self.node().to_string(),
+            executioner: self.node().to_string(),
+            devices: vec!["manual".into()],
+            state: State::Done,
+            reason: String::new(),
+            started_ms: now_ms(),
+            completed_ms: now_ms(),
         };
+        if let Err(e) = check_target(target, "off") {
+            return Outcome { status: OpStatus::Invalid, reason: e, entry };
+        }
+        tracing::warn!("{client} confirms that {target} is down (manual fencing)");
+        self.record(entry.clone());
+        if let Some(p) = self.inner.peers.get() {
+            p.announce_end(&entry);
+        }
+        let _ = self.inner.finished.send(entry.clone());
+        Outcome { status: OpStatus::Done, reason: String::new(), entry }
+    }
+
+    fn new_id(&self) -> String {
+        let mut n = self.inner.next_id.lock().unwrap();
+        *n += 1;
+        format!("{}-{}-{}", self.node(), now_ms(), *n - 1)
+    }
+
+    async fn fence_once(&self, target: &str, action: &str, timeout: Option<Duration>, client: &str) -> Outcome {
         let mut entry = Entry {
-            id,
+            id: self.new_id(),
             target: target.to_string(),
             action: action.to_string(),
             client: client.to_string(),
@@ -395,7 +490,7 @@ impl Fencer {
         let root = match &self.inner.cib {
             CibSource::None => return Ok((Vec::new(), None)),
             CibSource::Fixed(e) => (**e).clone(),
-            CibSource::Cibd(sock) => match crate::daemon::query_cib(sock).await {
+            CibSource::Cibd(sock) => match crate::cib_link::query_cib(sock).await {
                 Ok(e) => e,
                 Err(e) => {
                     // Without the CIB there is no topology to honour; devices still work.

@@ -1,8 +1,11 @@
-//! halo-fenced's pieces: fencing devices and their `pcmk_*` options (`device`), fencing
+//! halo-fenced's pieces: fencing devices and their `pcmk_*` options (`device`), the devices
+//! the CIB allows on a node (`cib_devices`) and following the CIB (`cib_link`), fencing
 //! topology from the CIB (`topology`), the node's fencer: registered devices, monitors,
 //! fence requests and history (`fencer`), the fencers of a cluster working as one over a
 //! process group (`peers`), and the daemon's gRPC API (`daemon`).
 
+pub mod cib_devices;
+pub mod cib_link;
 pub mod daemon;
 pub mod device;
 pub mod fencer;

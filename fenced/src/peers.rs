@@ -294,6 +294,11 @@ impl Peers {
         entry
     }
 
+    /// Tell every fencer how an operation of this node ended (a manual confirmation).
+    pub fn announce_end(&self, entry: &Entry) {
+        self.send(pb::peer_message::Body::Finished(entry.to_pb()));
+    }
+
     async fn wait_finished(&self, id: &str, deadline: Instant) -> Option<pb::HistoryEntry> {
         let (tx, rx) = oneshot::channel();
         {

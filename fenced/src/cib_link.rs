@@ -1,0 +1,104 @@
+//! The fencer's link to the local halo-cibd: reading the CIB (topology, `stonith-timeout`)
+//! and following it, so the devices the configuration allows on this node are registered
+//! and kept current, as Pacemaker's fencer does without waiting for the executor.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use proto::cib as pb;
+use proto::cib::cib_client::CibClient;
+use tonic::transport::Channel;
+
+use crate::cib_devices::allowed_devices;
+use crate::fencer::Fencer;
+
+async fn connect(sock: &Path) -> Result<CibClient<Channel>, String> {
+    let ch = tokio::time::timeout(Duration::from_secs(5), proto::connect_unix(sock.to_path_buf()))
+        .await
+        .map_err(|_| format!("{} did not answer", sock.display()))?
+        .map_err(|e| format!("cannot reach halo-cibd at {}: {e}", sock.display()))?;
+    Ok(CibClient::new(ch).max_decoding_message_size(256 << 20))
+}
+
+/// The whole CIB from the local halo-cibd, as XML.
+pub async fn query_cib_xml(sock: &Path) -> Result<String, String> {
+    let mut c = connect(sock).await?;
+    let r = tokio::time::timeout(Duration::from_secs(10), c.query(pb::QueryRequest { section: String::new(), xpath: String::new() }))
+        .await
+        .map_err(|_| "halo-cibd did not answer the query within 10 s".to_string())?
+        .map_err(|e| format!("halo-cibd: {}", e.message()))?
+        .into_inner();
+    match r.error {
+        Some(e) => Err(format!("halo-cibd: {}", e.message)),
+        None => Ok(r.xml),
+    }
+}
+
+/// The whole CIB from the local halo-cibd, parsed.
+pub async fn query_cib(sock: &Path) -> Result<cib::xml::Element, String> {
+    let xml = query_cib_xml(sock).await?;
+    cib::xml::parse(&xml).map(|d| d.root).map_err(|e| format!("the CIB from halo-cibd does not parse: {e}"))
+}
+
+/// `admin_epoch.epoch` of a version `admin_epoch.epoch.num_updates`: what a configuration
+/// change bumps (a status change bumps only num_updates).
+fn config_version(v: &str) -> String {
+    v.rsplit_once('.').map(|(c, _)| c.to_string()).unwrap_or_else(|| v.to_string())
+}
+
+/// Register the devices the CIB allows here; again whenever the configuration changes.
+/// Runs for the daemon's life, reconnecting when halo-cibd restarts.
+pub async fn follow(fencer: Fencer, sock: PathBuf) {
+    let mut applied: Option<String> = None;
+    let mut warned = false;
+    loop {
+        let stream = match connect(&sock).await {
+            Ok(mut c) => c.watch(pb::WatchRequest {}).await.map(|s| s.into_inner()).map_err(|e| e.message().to_string()),
+            Err(e) => Err(e),
+        };
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                if !warned {
+                    tracing::warn!("cannot follow the CIB yet ({e}); retrying");
+                    warned = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        warned = false;
+        sync(&fencer, &sock, &mut applied).await;
+        while let Ok(Some(ev)) = stream.message().await {
+            if applied.as_deref() != Some(config_version(&ev.version).as_str()) {
+                sync(&fencer, &sock, &mut applied).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn sync(fencer: &Fencer, sock: &Path, applied: &mut Option<String>) {
+    let xml = match query_cib_xml(sock).await {
+        Ok(x) => x,
+        Err(e) => return tracing::warn!("cannot read the CIB: {e}"),
+    };
+    let node = fencer.node().to_string();
+    let now = chrono::Utc::now().naive_utc();
+    let computed = tokio::task::spawn_blocking(move || {
+        let cib = cib::Cib::parse(&xml).map_err(|e| e.to_string())?;
+        let version = format!("{}.{}", cib.attr("admin_epoch").unwrap_or("0"), cib.attr("epoch").unwrap_or("0"));
+        Ok::<_, String>((version, allowed_devices(&cib, &node, now)))
+    })
+    .await;
+    let (version, (devices, problems)) = match computed {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => return tracing::warn!("the CIB from halo-cibd cannot be read: {e}"),
+        Err(e) => return tracing::error!("reading the CIB's devices failed: {e}"),
+    };
+    for p in problems {
+        tracing::warn!("{p}");
+    }
+    fencer.sync_cib_devices(devices).await;
+    *applied = Some(version);
+}
