@@ -1,7 +1,8 @@
 //! halo-fenced on a three-node sandbox: the fencers work as one. A device started on node1
 //! (by node1's executor, which registers it with node1's fencer) fences node3 when node2
 //! asks; two concurrent requests from two nodes fence node3 once; every survivor's history
-//! agrees; a node no other node's device can fence is refused.
+//! agrees; a node no other node's device can fence is refused; a fencer that comes back
+//! learns the history from the others.
 
 mod support;
 
@@ -101,6 +102,20 @@ async fn fencers_fence_through_the_node_that_has_the_device_and_agree() {
     assert_eq!(f1.len(), 1, "{f1:?}");
     assert!(f1[0].starts_with("reboot of node1 failed: client=halo-cli."), "{f1:?}");
     assert_eq!(f1, f2);
+
+    // node3 comes back and learns the history from the others.
+    sb.start("node3");
+    let t0 = Instant::now();
+    loop {
+        let r = sb.halo("node3", &["stonith", "history"]);
+        let mine = sb.halo("node1", &["stonith", "history"]);
+        if r.code == 0 && r.out == mine.out {
+            assert_eq!(r.out.lines().count(), 2, "{}", r.out);
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "node3's history: {} (node1: {})", r.out, mine.out);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Wait until `halo stonith devices` on `node` satisfies `pred`.
@@ -146,7 +161,15 @@ fn devices_come_from_the_cib_and_follow_its_constraints() {
 
     let r = sb.halo("node2", &["stonith", "create", "fsb", "fence_sandbox", "pcmk_delay_base=1s", "meta", "priority=5"]);
     assert_eq!(r.code, 0, "{}", r.err);
-    let q = sb.halo("node3", &["cib", "query", "--xpath", "//primitive[@id='fsb']"]).out;
+    // Acknowledged once node2 applied it; node3 applies it a moment later.
+    let t0 = Instant::now();
+    let q = loop {
+        let q = sb.halo("node3", &["cib", "query", "--xpath", "//primitive[@id='fsb']"]).out;
+        if !q.is_empty() || t0.elapsed() > Duration::from_secs(10) {
+            break q;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(q.contains(r#"<nvpair id="fsb-instance_attributes-pcmk_delay_base" name="pcmk_delay_base" value="1s"/>"#), "{q}");
     assert!(q.contains(r#"<op name="monitor" interval="60s" id="fsb-monitor-interval-60s"/>"#), "{q}");
     for n in ["node1", "node2", "node3"] {
@@ -163,6 +186,8 @@ fn devices_come_from_the_cib_and_follow_its_constraints() {
     assert_eq!(f.code, 0, "{} {}", f.out, f.err);
     assert!(f.out.contains("node3 fenced (reboot) by node2 using fsb"), "{}", f.out);
     assert!(!alive(halod3), "node3 survived");
+    // A reboot: fence_sandbox powers node3 on again, and it rejoins.
+    sb.wait_quorum("node1", Duration::from_secs(30), "node3 back", |q, m| q && m.len() == 3);
     // A manual confirmation is recorded on every node.
     let c = sb.halo("node2", &["stonith", "confirm", "node3"]);
     assert!(c.code == 0 && c.err.contains("warning"), "{} {}", c.out, c.err);
@@ -177,7 +202,9 @@ fn devices_come_from_the_cib_and_follow_its_constraints() {
         assert!(t0.elapsed() < Duration::from_secs(10), "{h:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Deleting the device (its ban first: the CIB keeps no dangling reference).
+    // Deleting the device (its ban first: the CIB keeps no dangling reference), once the
+    // three agree on a CIB leader again.
+    sb.wait_cib_ready(&["node1", "node2", "node3"], Duration::from_secs(30));
     assert_eq!(sb.halo("node1", &["cib", "delete", "--xml", r#"<rsc_location id="ban-fsb"/>"#]).code, 0);
     let d = sb.halo("node1", &["stonith", "delete", "fsb"]);
     assert_eq!(d.code, 0, "{}", d.err);

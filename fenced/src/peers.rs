@@ -76,6 +76,13 @@ impl Peers {
         let now: BTreeSet<String> = members.iter().filter_map(|id| self.names.get(id).cloned()).collect();
         let mut s = self.shared.lock().unwrap();
         let gone: Vec<String> = s.members.difference(&now).cloned().collect();
+        let joined = now.difference(&s.members).any(|n| *n != self.me);
+        // The lowest-named node among those that stay tells newcomers what it knows.
+        let stayed: BTreeSet<&String> = s.members.intersection(&now).collect();
+        if joined && stayed.first().is_some_and(|n| **n == self.me) {
+            let entries = fencer.history(None).iter().map(Entry::to_pb).collect();
+            self.send(pb::peer_message::Body::History(pb::HistorySync { entries }));
+        }
         s.members = now;
         for node in &gone {
             // An operation whose origin left ends here: nobody is left to finish it.
@@ -199,6 +206,23 @@ impl Peers {
                     }
                 }
             }
+            Body::History(h) => {
+                if sender == self.me {
+                    return;
+                }
+                let mut s = self.shared.lock().unwrap();
+                for e in &h.entries {
+                    if e.state == "pending" && !s.inflight.iter().any(|x| x.id == e.id) {
+                        s.inflight.push(e.clone());
+                    }
+                }
+                drop(s);
+                for e in &h.entries {
+                    if fencer.history(None).iter().all(|x| x.id != e.id) {
+                        fencer.record(Entry::from_pb(e));
+                    }
+                }
+            }
             Body::Finished(e) => {
                 if e.origin != sender {
                     return forged("fencing result", &e.origin);
@@ -290,7 +314,15 @@ impl Peers {
         }
         entry.completed_ms = crate::fencer::now_ms();
         fencer.record(entry.clone());
+        // Answer once the group has delivered the end here too: the other fencers have it
+        // in the same order, so a history read right after the answer shows it.
+        let (tx, rx) = oneshot::channel();
+        self.shared.lock().unwrap().finished_waiters.entry(id.clone()).or_default().push(tx);
         self.send(pb::peer_message::Body::Finished(entry.to_pb()));
+        if tokio::time::timeout(DELIVERY_WAIT, rx).await.is_err() {
+            tracing::warn!("the end of {id} was not delivered back within {DELIVERY_WAIT:?}");
+            self.shared.lock().unwrap().finished_waiters.remove(&id);
+        }
         entry
     }
 
