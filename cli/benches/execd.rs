@@ -53,15 +53,7 @@ fn main() {
     sb.start("node1");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let sock = sb.node_dir("node1").join("run/execd.sock");
-        let t0 = Instant::now();
-        let mut c = loop {
-            if let Ok(ch) = proto::connect_unix(sock.clone()).await {
-                break ExecutorClient::new(ch);
-            }
-            assert!(t0.elapsed() < Duration::from_secs(20), "halo-execd did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let mut c = ExecutorClient::new(sb.channel("node1", "execd").await);
 
         // 1. Overhead of one op.
         let n = 300;

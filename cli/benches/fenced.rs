@@ -30,15 +30,7 @@ fn p90_ms(v: &mut [Duration]) -> f64 {
 }
 
 async fn fencer(sb: &Sandbox, node: &str) -> FencerClient<tonic::transport::Channel> {
-    let sock = sb.node_dir(node).join("run/fenced.sock");
-    let t0 = Instant::now();
-    loop {
-        if let Ok(ch) = proto::connect_unix(sock.clone()).await {
-            return FencerClient::new(ch);
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "halo-fenced of {node} did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    FencerClient::new(sb.channel(node, "fenced").await)
 }
 
 async fn wait_devices(c: &mut FencerClient<tonic::transport::Channel>, want: &[&str]) {

@@ -13,15 +13,7 @@ use support::*;
 use tonic::transport::Channel;
 
 async fn client(sb: &Sandbox, node: &str) -> ExecutorClient<Channel> {
-    let sock = sb.node_dir(node).join("run/execd.sock");
-    let t0 = Instant::now();
-    loop {
-        if let Ok(ch) = proto::connect_unix(sock.clone()).await {
-            return ExecutorClient::new(ch);
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "halo-execd of {node} did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    ExecutorClient::new(sb.channel(node, "execd").await)
 }
 
 fn op(rsc: &str, agent: &str, action: &str, params: &[(&str, &str)], interval_ms: u64) -> pb::OpRequest {

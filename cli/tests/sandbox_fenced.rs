@@ -14,15 +14,7 @@ use proto::execd::executor_client::ExecutorClient;
 use support::*;
 
 async fn execd(sb: &Sandbox, node: &str) -> ExecutorClient<tonic::transport::Channel> {
-    let sock = sb.node_dir(node).join("run/execd.sock");
-    let t0 = Instant::now();
-    loop {
-        if let Ok(ch) = proto::connect_unix(sock.clone()).await {
-            return ExecutorClient::new(ch);
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "halo-execd of {node} did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    ExecutorClient::new(sb.channel(node, "execd").await)
 }
 
 /// The device waits 2 s before it fences (pcmk_delay_base), so requests sent together

@@ -45,14 +45,7 @@ impl Setup {
 }
 
 fn authorize<T>(req: &Request<T>) -> Result<(), Status> {
-    let uid = proto::peer_uid(req);
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    match uid {
-        Some(u) if u == 0 || u == me => Ok(()),
-        Some(u) => Err(Status::permission_denied(format!("uid {u} may not run agents: only root and uid {me} may use halo-execd"))),
-        None => Err(Status::permission_denied("cannot identify the caller of the executor socket")),
-    }
+    proto::require_root_or_self(req, "halo-execd", "run agents")
 }
 
 fn to_request(r: pb::OpRequest) -> Result<OpRequest, Status> {

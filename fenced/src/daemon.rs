@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use common::config::ClusterConfig;
 use common::paths::{Daemon, NodePaths};
 use proto::fenced as pb;
@@ -21,7 +21,6 @@ use crate::fencer::{CibSource, Entry, Fencer};
 use crate::peers::{Peers, GROUP};
 use proto::membership as mpb;
 use proto::membership::membership_client::MembershipClient;
-use execd::agent::AgentDirs;
 use execd::run::ExecEnv;
 
 /// Everything the daemon needs, read once at start.
@@ -36,18 +35,12 @@ pub struct Setup {
 
 impl Setup {
     pub fn load(config_path: &Path, node: Option<&str>) -> Result<Setup> {
+        // Fence agents run as the executor runs agents: the same directories and environment.
+        let exec = execd::daemon::Setup::load(config_path, node)?;
         let config = ClusterConfig::load(config_path).map_err(|e| anyhow!("{e}"))?.config;
-        let local = config.find_local(node).map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
         let paths = NodePaths::from_config(&config);
-        paths.create_dirs().with_context(|| format!("cannot create the node's directories under {}", paths.state_dir.display()))?;
-        let rsctmp = paths.rsctmp_dir();
-        let workdir = paths.state_dir.join("cores");
-        for d in [&rsctmp, &workdir] {
-            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-        }
-        let dirs = AgentDirs::discover(std::env::current_exe().ok().as_deref());
         Ok(Setup {
-            env: ExecEnv { dirs, rsctmp, workdir, node_name: local.name, systemd: execd::systemd::Systemd::host(), fencer: None },
+            env: ExecEnv { fencer: None, ..exec.env },
             socket: paths.socket(Daemon::Fenced),
             cib_socket: paths.socket(Daemon::Cibd),
             membership: Some((paths.socket(Daemon::Membershipd), config.nodes.iter().map(|n| (n.nodeid, n.name.clone())).collect())),
@@ -56,14 +49,7 @@ impl Setup {
 }
 
 fn authorize<T>(req: &Request<T>) -> Result<(), Status> {
-    let uid = proto::peer_uid(req);
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    match uid {
-        Some(u) if u == 0 || u == me => Ok(()),
-        Some(u) => Err(Status::permission_denied(format!("uid {u} may not fence: only root and uid {me} may use halo-fenced"))),
-        None => Err(Status::permission_denied("cannot identify the caller of the fencer socket")),
-    }
+    proto::require_root_or_self(req, "halo-fenced", "fence")
 }
 
 pub fn to_entry(e: &Entry) -> pb::HistoryEntry {
@@ -149,14 +135,8 @@ const MEMBERSHIP_WAIT: Duration = Duration::from_secs(30);
 /// Join the fencers' process group and wire it to `fencer`; the returned task ends (with
 /// the reason) when halo-membershipd goes away.
 async fn join_group(fencer: &Fencer, sock: &Path, names: HashMap<u32, String>) -> Result<tokio::task::JoinHandle<String>> {
-    let t0 = std::time::Instant::now();
-    let mut membership = loop {
-        match proto::connect_unix(sock.to_path_buf()).await {
-            Ok(ch) => break MembershipClient::new(ch),
-            Err(e) if t0.elapsed() >= MEMBERSHIP_WAIT => return Err(anyhow!("cannot reach halo-membershipd at {} within {} s: {e}", sock.display(), MEMBERSHIP_WAIT.as_secs())),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    let ch = proto::connect_unix_within(sock.to_path_buf(), MEMBERSHIP_WAIT).await.map_err(|e| anyhow!("halo-membershipd: {e}"))?;
+    let mut membership = MembershipClient::new(ch);
     let mut stream = membership
         .cpg_join(mpb::CpgJoinRequest { group: GROUP.into() })
         .await

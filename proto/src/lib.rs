@@ -27,6 +27,32 @@ pub async fn connect_unix(path: std::path::PathBuf) -> Result<tonic::transport::
         .await
 }
 
+/// [`connect_unix`], retried until the socket answers or `within` has passed (a daemon
+/// waiting for another that halod started just before it).
+pub async fn connect_unix_within(path: std::path::PathBuf, within: std::time::Duration) -> Result<tonic::transport::Channel, String> {
+    let t0 = std::time::Instant::now();
+    loop {
+        match connect_unix(path.clone()).await {
+            Ok(ch) => return Ok(ch),
+            Err(e) if t0.elapsed() >= within => return Err(format!("cannot reach {} within {} s: {e}", path.display(), within.as_secs())),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Refuse a request unless it comes from root or from the daemon's own user: for the
+/// local APIs that are as powerful as root (running agents, fencing). `daemon` names the
+/// daemon and `what` what a caller would do with it, for the refusal.
+pub fn require_root_or_self<T>(req: &tonic::Request<T>, daemon: &str, what: &str) -> Result<(), tonic::Status> {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    match peer_uid(req) {
+        Some(u) if u == 0 || u == me => Ok(()),
+        Some(u) => Err(tonic::Status::permission_denied(format!("uid {u} may not {what}: only root and uid {me} may use {daemon}"))),
+        None => Err(tonic::Status::permission_denied(format!("cannot identify the caller of {daemon}'s socket"))),
+    }
+}
+
 /// The uid of the process that sent a request over a local API's Unix socket (from the
 /// socket's peer credentials); None when the transport gives none.
 pub fn peer_uid<T>(req: &tonic::Request<T>) -> Option<u32> {

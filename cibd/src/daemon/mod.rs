@@ -12,7 +12,7 @@ mod core;
 mod service;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use common::config::ClusterConfig;
@@ -62,17 +62,8 @@ impl Setup {
 }
 
 async fn connect_membership(paths: &NodePaths) -> Result<MembershipClient<Channel>> {
-    let sock = paths.socket(Daemon::Membershipd);
-    let deadline = Instant::now() + MEMBERSHIP_WAIT;
-    loop {
-        match proto::connect_unix(sock.clone()).await {
-            Ok(ch) => return Ok(MembershipClient::new(ch)),
-            Err(e) if Instant::now() >= deadline => {
-                bail!("cannot reach halo-membershipd at {} within {} s: {e}", sock.display(), MEMBERSHIP_WAIT.as_secs())
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    let ch = proto::connect_unix_within(paths.socket(Daemon::Membershipd), MEMBERSHIP_WAIT).await.map_err(|e| anyhow!("halo-membershipd: {e}"))?;
+    Ok(MembershipClient::new(ch))
 }
 
 /// Open the node's raft store and the CIB it holds: the latest snapshot, or the genesis

@@ -139,6 +139,13 @@ impl Sandbox {
         }
     }
 
+    /// A channel to one of the node's daemons (`execd`, `fenced`, ...), waiting up to 20 s
+    /// for it to come up.
+    pub async fn channel(&self, node: &str, daemon: &str) -> tonic::transport::Channel {
+        let sock = self.node_dir(node).join("run").join(format!("{daemon}.sock"));
+        proto::connect_unix_within(sock, Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("halo-{daemon} of {node}: {e}"))
+    }
+
     pub fn pid_of(&self, node: &str, daemon: &str) -> Option<i32> {
         std::fs::read_to_string(self.node_dir(node).join("run").join(format!("{daemon}.pid"))).ok()?.trim().parse().ok()
     }
