@@ -41,20 +41,39 @@ pub async fn device_element(dir: Option<&Path>, id: &str, agent: &str, options: 
     if !cib::schema::is_ncname(id) {
         bail!("'{id}' is not a valid id: start with a letter or _, then letters, digits, - _ .");
     }
-    let (mut params, mut meta) = (BTreeMap::new(), BTreeMap::new());
-    let mut in_meta = false;
+    // pcs's grammar: instance attributes, then `meta K=V...`, `op monitor K=V...`.
+    let (mut params, mut meta, mut monitor) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    enum Part {
+        Params,
+        Meta,
+        OpName,
+        Monitor,
+    }
+    let mut part = Part::Params;
     for o in options {
-        if o == "meta" {
-            in_meta = true;
-            continue;
+        match (o.as_str(), &part) {
+            ("meta", _) => part = Part::Meta,
+            ("op", _) => part = Part::OpName,
+            ("monitor", Part::OpName) => part = Part::Monitor,
+            (other, Part::OpName) => bail!("only a monitor op can be given for a fencing device, not '{other}'"),
+            _ => {
+                let Some((k, v)) = o.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+                    bail!("'{o}' is not NAME=VALUE (write meta attributes after the word meta, the monitor's after op monitor)");
+                };
+                let into = match part {
+                    Part::Params => &mut params,
+                    Part::Meta => &mut meta,
+                    _ => &mut monitor,
+                };
+                if into.insert(k.to_string(), v.to_string()).is_some() {
+                    bail!("{k} is given twice");
+                }
+            }
         }
-        let Some((k, v)) = o.split_once('=').filter(|(k, _)| !k.is_empty()) else {
-            bail!("'{o}' is not NAME=VALUE (write meta attributes after the word meta)");
-        };
-        let into = if in_meta { &mut meta } else { &mut params };
-        if into.insert(k.to_string(), v.to_string()).is_some() {
-            bail!("{k} is given twice");
-        }
+    }
+    let interval = monitor.remove("interval").unwrap_or_else(|| "60s".to_string());
+    if scheduler::interval_ms(&interval).is_none_or(|ms| ms == 0) {
+        bail!("op monitor interval={interval} is not a time such as 60s (and not 0)");
     }
     // Read the options as the fencer will: a bad pcmk_ option is refused now, not at fencing time.
     Device::new(id, &spec.to_string(), &params, &meta).map_err(|e| anyhow!("{e}"))?;
@@ -82,8 +101,11 @@ pub async fn device_element(dir: Option<&Path>, id: &str, agent: &str, options: 
     let mut ops = Element::new("operations");
     let mut mon = Element::new("op");
     mon.set_attr("name", "monitor");
-    mon.set_attr("interval", "60s");
-    mon.set_attr("id", &format!("{id}-monitor-interval-60s"));
+    mon.set_attr("interval", &interval);
+    for (k, v) in &monitor {
+        mon.set_attr(k, v);
+    }
+    mon.set_attr("id", &format!("{id}-monitor-interval-{interval}"));
     ops.push(mon);
     prim.push(ops);
     Ok(prim)

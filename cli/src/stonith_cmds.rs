@@ -27,8 +27,12 @@ pub enum StonithCmd {
     /// Fencing operations this node's fencer knows of, oldest first.
     History { node: Option<String> },
     /// Fencing devices registered on this node; with NODE, those that can fence it.
+    #[command(alias = "list")]
     Devices { node: Option<String> },
-    /// Add a fencing device to the CIB (as pcs): `create ID AGENT [K=V]... [meta K=V...]`.
+    /// The cluster's fencing devices: where they may run and their last monitor result.
+    Status,
+    /// Add a fencing device to the CIB (as pcs):
+    /// `create ID AGENT [K=V]... [op monitor interval=T ...] [meta K=V...]`.
     /// Every node's fencer registers it where the configuration allows it.
     Create {
         id: String,
@@ -116,6 +120,24 @@ pub fn run(cmd: StonithCmd, dir: Option<&Path>) -> Result<i32> {
                 let r = c.history(pb::HistoryRequest { target: node.unwrap_or_default() }).await.map_err(|e| anyhow!("halo-fenced: {}", e.message()))?.into_inner();
                 for e in &r.entries {
                     println!("{}", history_line(e));
+                }
+                Ok(0)
+            }
+            StonithCmd::Status => {
+                let r = c.status(pb::StatusRequest {}).await.map_err(|e| anyhow!("halo-fenced: {}", e.message()))?.into_inner();
+                if r.devices.is_empty() {
+                    println!("no fencing devices configured");
+                }
+                for d in &r.devices {
+                    let health = if d.monitored_by.is_empty() {
+                        if d.interval_ms == 0 { "not monitored".to_string() } else { "not checked yet".to_string() }
+                    } else if d.ok {
+                        format!("OK on {} at {}", d.monitored_by, when(d.checked_ms))
+                    } else {
+                        format!("FAILED on {} at {}: {}", d.monitored_by, when(d.checked_ms), d.reason)
+                    };
+                    let allowed = if d.allowed.is_empty() { "registered by the executor only".to_string() } else { format!("may run on {}", d.allowed.join(" ")) };
+                    println!("* {} ({}): {health}; {allowed}", d.id, d.agent);
                 }
                 Ok(0)
             }

@@ -123,9 +123,23 @@ fn wait_devices(sb: &Sandbox, node: &str, what: &str, pred: impl Fn(&str) -> boo
     }
 }
 
+/// Wait until `halo stonith status` on `node` satisfies `pred`.
+fn wait_status(sb: &Sandbox, node: &str, what: &str, pred: impl Fn(&str) -> bool) {
+    let t0 = Instant::now();
+    loop {
+        let r = sb.halo(node, &["stonith", "status"]);
+        if r.code == 0 && pred(&r.out) {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "{node}: {what} not reached: {} {}", r.out, r.err);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A device created in the CIB (`halo stonith create`, as pcs writes it) is registered by
-/// every fencer the configuration allows, with no executor involved; a ban takes it away
-/// from one node; bad devices are refused before anything is written.
+/// every fencer the configuration allows, with no executor involved, and watched on its
+/// monitor interval by one of them (a failing device shows in every node's status); a ban
+/// takes it away from one node; bad devices are refused before anything is written.
 #[test]
 fn devices_come_from_the_cib_and_follow_its_constraints() {
     if !have_loopback_aliases() {
@@ -151,7 +165,7 @@ fn devices_come_from_the_cib_and_follow_its_constraints() {
     }
     assert_eq!(sb.halo("node1", &["cib", "query", "--section", "resources"]).out, before, "refusals wrote nothing");
 
-    let r = sb.halo("node2", &["stonith", "create", "fsb", "fence_sandbox", "pcmk_delay_base=1s", "meta", "priority=5"]);
+    let r = sb.halo("node2", &["stonith", "create", "fsb", "fence_sandbox", "pcmk_delay_base=1s", "op", "monitor", "interval=1s", "meta", "priority=5"]);
     assert_eq!(r.code, 0, "{}", r.err);
     // Acknowledged once node2 applied it; node3 applies it a moment later.
     let t0 = Instant::now();
@@ -163,15 +177,23 @@ fn devices_come_from_the_cib_and_follow_its_constraints() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(q.contains(r#"<nvpair id="fsb-instance_attributes-pcmk_delay_base" name="pcmk_delay_base" value="1s"/>"#), "{q}");
-    assert!(q.contains(r#"<op name="monitor" interval="60s" id="fsb-monitor-interval-60s"/>"#), "{q}");
+    assert!(q.contains(r#"<op name="monitor" interval="1s" id="fsb-monitor-interval-1s"/>"#), "{q}");
     for n in ["node1", "node2", "node3"] {
         wait_devices(&sb, n, "fsb from the CIB", |o| o.contains("fsb (stonith:fence_sandbox) dynamic-list [allowed here by the CIB]"));
     }
+    // Watched on its interval by node1 (the first node allowed), seen from every node; a
+    // device that cannot work shows as failed.
+    let r = sb.halo("node1", &["stonith", "create", "fbad", "fence_sandbox", "sandbox=/nonexistent", "op", "monitor", "interval=1s"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    wait_status(&sb, "node3", "fsb OK on node1", |o| o.contains("* fsb (stonith:fence_sandbox): OK on node1 at"));
+    wait_status(&sb, "node2", "fbad failed", |o| o.contains("* fbad (stonith:fence_sandbox): FAILED on node1 at") && o.contains("/nonexistent does not exist"));
+    assert_eq!(sb.halo("node1", &["stonith", "delete", "fbad"]).code, 0);
     // Banned from node1: node1's fencer lets it go, the others keep it.
     let ban = r#"<rsc_location id="ban-fsb" rsc="fsb" node="node1" score="-INFINITY"/>"#;
     assert_eq!(sb.halo("node1", &["cib", "create", "-o", "constraints", "--xml", ban]).code, 0);
     wait_devices(&sb, "node1", "fsb gone", |o| o.contains("no fencing device is registered"));
     wait_devices(&sb, "node2", "fsb kept", |o| o.contains("fsb"));
+    wait_status(&sb, "node1", "fsb watched by node2", |o| o.contains("* fsb (stonith:fence_sandbox): OK on node2 at") && o.contains("may run on node2 node3"));
     // node1 asks: node2 (the lowest node that has it and is not the target) fences node3.
     let halod3: i32 = std::fs::read_to_string(sb.node_dir("node3").join("halod.pid")).unwrap().trim().parse().unwrap();
     let f = sb.halo("node1", &["stonith", "fence", "node3", "--timeout", "30"]);

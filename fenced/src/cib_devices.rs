@@ -4,6 +4,8 @@
 //! has the node with a score that is not negative. Its instance attributes (rules
 //! evaluated) become the device's parameters.
 
+use std::time::Duration;
+
 use chrono::NaiveDateTime;
 use cib::Cib;
 use scheduler::allocate::Allocator;
@@ -12,12 +14,18 @@ use scheduler::Cluster;
 
 use crate::device::Device;
 
-/// The devices `node` may use, and one line per device that could not be read.
-pub fn allowed_devices(cib: &Cib, node: &str, now: NaiveDateTime) -> (Vec<Device>, Vec<String>) {
+/// A fencing device of the configuration: the device, the nodes it may run on (by name, in
+/// order) and the interval of its monitor op, if it has one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CibDevice {
+    pub device: Device,
+    pub allowed: Vec<String>,
+    pub monitor: Option<Duration>,
+}
+
+/// Every fencing device of the configuration, and one line per device that could not be read.
+pub fn cib_devices(cib: &Cib, now: NaiveDateTime) -> (Vec<CibDevice>, Vec<String>) {
     let mut cluster = Cluster::unpack(cib, now);
-    let Some(local) = cluster.nodes.iter().position(|n| n.name.eq_ignore_ascii_case(node)) else {
-        return (Vec::new(), Vec::new());
-    };
     let colocs = cluster.colocations();
     let tables = {
         let mut alloc = Allocator::new(&mut cluster, &colocs);
@@ -34,16 +42,30 @@ pub fn allowed_devices(cib: &Cib, node: &str, now: NaiveDateTime) -> (Vec<Device
         if r.target_role == Some(Role::Stopped) {
             continue;
         }
-        let allowed = tables.get(&id).and_then(|t| t.get(&local)).is_some_and(|s| s.0 >= 0);
-        if !allowed {
-            continue;
-        }
+        let mut allowed: Vec<String> = tables
+            .get(&id)
+            .map(|t| t.iter().filter(|(_, s)| s.0 >= 0).map(|(&n, _)| cluster.nodes[n].name.clone()).collect())
+            .unwrap_or_default();
+        allowed.sort();
+        let monitor = prim
+            .ops
+            .iter()
+            .filter(|o| o.name == "monitor" && o.get("enabled").is_none_or(|e| cib::model::is_true(e)))
+            .filter_map(|o| scheduler::interval_ms(&o.interval))
+            .find(|&ms| ms > 0)
+            .map(Duration::from_millis);
         match Device::new(&r.id, &format!("stonith:{}", prim.agent), &r.params, &r.meta) {
-            Ok(d) => devices.push(d),
+            Ok(device) => devices.push(CibDevice { device, allowed, monitor }),
             Err(e) => problems.push(e),
         }
     }
     (devices, problems)
+}
+
+/// The devices `node` may use, and one line per device that could not be read.
+pub fn allowed_devices(cib: &Cib, node: &str, now: NaiveDateTime) -> (Vec<Device>, Vec<String>) {
+    let (all, problems) = cib_devices(cib, now);
+    (all.into_iter().filter(|d| d.allowed.iter().any(|n| n.eq_ignore_ascii_case(node))).map(|d| d.device).collect(), problems)
 }
 
 #[cfg(test)]
@@ -83,6 +105,9 @@ mod tests {
         assert!(allowed_devices(&c, "node9", now()).0.is_empty(), "not a node of the CIB");
         let stopped = cib("", r#"<nvpair id="fd-tr" name="target-role" value="Stopped"/>"#);
         assert!(allowed_devices(&stopped, "node1", now()).0.is_empty(), "disabled");
+        let (all, _) = cib_devices(&c, now());
+        assert_eq!(all[0].allowed, ["node1", "node3"]);
+        assert_eq!(all[0].monitor, None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use proto::cib as pb;
 use proto::cib::cib_client::CibClient;
 use tonic::transport::Channel;
 
-use crate::cib_devices::allowed_devices;
+use crate::cib_devices::cib_devices;
 use crate::fencer::Fencer;
 
 async fn connect(sock: &Path) -> Result<CibClient<Channel>, String> {
@@ -83,12 +83,11 @@ async fn sync(fencer: &Fencer, sock: &Path, applied: &mut Option<String>) {
         Ok(x) => x,
         Err(e) => return tracing::warn!("cannot read the CIB: {e}"),
     };
-    let node = fencer.node().to_string();
     let now = chrono::Utc::now().naive_utc();
     let computed = tokio::task::spawn_blocking(move || {
         let cib = cib::Cib::parse(&xml).map_err(|e| e.to_string())?;
         let version = format!("{}.{}", cib.attr("admin_epoch").unwrap_or("0"), cib.attr("epoch").unwrap_or("0"));
-        Ok::<_, String>((version, allowed_devices(&cib, &node, now)))
+        Ok::<_, String>((version, cib_devices(&cib, now)))
     })
     .await;
     let (version, (devices, problems)) = match computed {
@@ -99,6 +98,6 @@ async fn sync(fencer: &Fencer, sock: &Path, applied: &mut Option<String>) {
     for p in problems {
         tracing::warn!("{p}");
     }
-    fencer.sync_cib_devices(devices).await;
+    fencer.sync_cib(devices).await;
     *applied = Some(version);
 }

@@ -121,6 +121,35 @@ impl FencerApi for Api {
         Ok(Response::new(pb::FenceReply { op_status: o.status as i32, reason: o.reason, devices: o.entry.devices.clone(), entry: Some(to_entry(&o.entry)) }))
     }
 
+    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+        authorize(&req)?;
+        let mut devices = Vec::new();
+        let view = self.fencer.cib_view();
+        let here: Vec<String> = self.fencer.devices().iter().map(|d| d.id.clone()).collect();
+        let status = |id: &str, agent: String, allowed: Vec<String>, interval_ms: u64| {
+            let h = self.fencer.health(id);
+            pb::DeviceStatus {
+                id: id.to_string(),
+                agent,
+                allowed,
+                here: here.iter().any(|x| x == id),
+                started: self.fencer.started(id),
+                monitored_by: h.as_ref().map(|h| h.node.clone()).unwrap_or_default(),
+                ok: h.as_ref().is_some_and(|h| h.ok),
+                reason: h.as_ref().map(|h| h.reason.clone()).unwrap_or_default(),
+                checked_ms: h.as_ref().map_or(0, |h| h.at_ms),
+                interval_ms,
+            }
+        };
+        for d in &view {
+            devices.push(status(&d.device.id, d.device.agent.to_string(), d.allowed.clone(), d.monitor.map_or(0, |m| m.as_millis() as u64)));
+        }
+        for d in self.fencer.devices().into_iter().filter(|d| !view.iter().any(|v| v.device.id == d.id)) {
+            devices.push(status(&d.id, d.agent.to_string(), Vec::new(), 0));
+        }
+        Ok(Response::new(pb::StatusReply { devices }))
+    }
+
     async fn history(&self, req: Request<pb::HistoryRequest>) -> Result<Response<pb::HistoryReply>, Status> {
         authorize(&req)?;
         let t = req.into_inner().target;
@@ -182,6 +211,7 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
     tracing::info!("node {}: fence agents from {:?} and {}", setup.env.node_name, setup.env.dirs.halo, setup.env.dirs.fence.display());
     let fencer = Fencer::new(setup.env, CibSource::Cibd(setup.cib_socket.clone()));
     tokio::spawn(crate::cib_link::follow(fencer.clone(), setup.cib_socket));
+    tokio::spawn(crate::device_monitor::run(fencer.clone()));
     let group = match setup.membership {
         Some((sock, names)) => Some(join_group(&fencer, &sock, names).await?),
         None => None,

@@ -15,6 +15,7 @@ use execd::run::{run_op, ExecEnv, OpRequest, OpResult};
 use rand::Rng;
 use tokio::sync::{broadcast, watch};
 
+use crate::cib_devices::CibDevice;
 use crate::device::{parse_list_output, AgentInfo, Device, HostCheck};
 use crate::peers::{status_of, Peers};
 use crate::topology::{levels_for, Level};
@@ -92,6 +93,19 @@ struct Inner {
     next_id: Mutex<u64>,
     /// The other fencers, once the daemon has joined their process group.
     peers: OnceLock<Arc<Peers>>,
+    /// The CIB's devices as last read.
+    cib_view: Mutex<Vec<CibDevice>>,
+    /// Each device's last monitor result, wherever it ran.
+    health: Mutex<BTreeMap<String, Health>>,
+}
+
+/// A device's last monitor result and the node that ran it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub node: String,
+    pub ok: bool,
+    pub reason: String,
+    pub at_ms: u64,
 }
 
 /// A device id's registrations: by the executor (its stonith resource started here) and
@@ -134,6 +148,8 @@ impl Fencer {
                 finished,
                 next_id: Mutex::new(1),
                 peers: OnceLock::new(),
+                cib_view: Mutex::new(Vec::new()),
+                health: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -177,6 +193,44 @@ impl Fencer {
             tracing::info!("device {id} unregistered (stopped)");
         }
         removed
+    }
+
+    /// Take the CIB's devices: keep the view, register those allowed on this node.
+    pub async fn sync_cib(&self, view: Vec<CibDevice>) {
+        let me = self.node().to_string();
+        let here = view.iter().filter(|d| d.allowed.iter().any(|n| n.eq_ignore_ascii_case(&me))).map(|d| d.device.clone()).collect();
+        self.sync_cib_devices(here).await;
+        let ids: Vec<String> = view.iter().map(|d| d.device.id.clone()).collect();
+        self.inner.health.lock().unwrap().retain(|id, _| ids.contains(id) || self.started(id));
+        *self.inner.cib_view.lock().unwrap() = view;
+    }
+
+    pub fn cib_view(&self) -> Vec<CibDevice> {
+        self.inner.cib_view.lock().unwrap().clone()
+    }
+
+    pub fn health(&self, id: &str) -> Option<Health> {
+        self.inner.health.lock().unwrap().get(id).cloned()
+    }
+
+    /// Store a device's monitor result; true if it says something new (node, result, reason).
+    pub fn set_health(&self, id: &str, h: Health) -> bool {
+        let mut m = self.inner.health.lock().unwrap();
+        let new = m.get(id).is_none_or(|o| (&o.node, o.ok, &o.reason) != (&h.node, h.ok, &h.reason));
+        m.insert(id.to_string(), h);
+        new
+    }
+
+    /// The fencers of the cluster that are up (this one alone without a group).
+    pub fn members(&self) -> Vec<String> {
+        match self.inner.peers.get() {
+            Some(p) => p.members(),
+            None => vec![self.node().to_string()],
+        }
+    }
+
+    pub(crate) fn peers(&self) -> Option<Arc<Peers>> {
+        self.inner.peers.get().cloned()
     }
 
     /// Make the CIB's registrations exactly `allowed` (the devices the configuration allows

@@ -71,6 +71,16 @@ impl Peers {
         let _ = self.out.send(pb::PeerMessage { body: Some(body) }.encode_to_vec());
     }
 
+    /// Names of the nodes whose fencer is in the group.
+    pub fn members(&self) -> Vec<String> {
+        self.shared.lock().unwrap().members.iter().cloned().collect()
+    }
+
+    /// Tell every fencer a device's new monitor result.
+    pub fn announce_health(&self, device: &str, h: &crate::fencer::Health) {
+        self.send(pb::peer_message::Body::Health(pb::DeviceHealth { device: device.to_string(), node: h.node.clone(), ok: h.ok, reason: h.reason.clone(), at_ms: h.at_ms }));
+    }
+
     /// The group's members changed: `members` are the node ids now in it.
     pub fn on_members(&self, fencer: &Fencer, members: &[u32]) {
         let now: BTreeSet<String> = members.iter().filter_map(|id| self.names.get(id).cloned()).collect();
@@ -204,6 +214,14 @@ impl Peers {
                     if let Some((_, w)) = s.exec_waiters.remove(&key) {
                         let _ = w.send(r);
                     }
+                }
+            }
+            Body::Health(h) => {
+                if h.node != sender {
+                    return forged("device monitor result", &h.node);
+                }
+                if sender != self.me {
+                    fencer.set_health(&h.device, crate::fencer::Health { node: h.node, ok: h.ok, reason: h.reason, at_ms: h.at_ms });
                 }
             }
             Body::History(h) => {
