@@ -128,6 +128,10 @@ enum Item {
 
 /// Changes below the matched pair `o`/`n` at `path`; `Err` when they cannot be expressed (replace `o` whole).
 fn diff_elem(o: &Element, n: &Element, path: &str) -> Result<Changes, ()> {
+    // Most of a large CIB is untouched by a write: no change, and nothing to allocate.
+    if o.attrs == n.attrs && crate::ops::same(o, n) {
+        return Ok(Changes::default());
+    }
     let other = |e: &Element| e.children.iter().filter(|c| !is_blank(c) && !matches!(c, Node::Element(_))).cloned().collect::<Vec<_>>();
     if other(o) != other(n) {
         return Err(());
@@ -136,24 +140,33 @@ fn diff_elem(o: &Element, n: &Element, path: &str) -> Result<Changes, ()> {
     ch.modifies.extend(modify_change(o, n, path));
     let oe: Vec<&Element> = o.elements().collect();
     let ne: Vec<&Element> = n.elements().collect();
-    // Pair each new child with the first unused old child of the same tag and id.
+    // Pair each new child with the first unused old child of the same tag and id (by a map:
+    // a section of a large CIB has thousands of children).
+    let mut by_key: std::collections::HashMap<(&str, Option<&str>), std::collections::VecDeque<usize>> = std::collections::HashMap::new();
+    for (i, e) in oe.iter().enumerate() {
+        by_key.entry((e.name.as_str(), e.id())).or_default().push_back(i);
+    }
     let mut used = vec![false; oe.len()];
     let mut old_of: Vec<Option<usize>> = Vec::with_capacity(ne.len());
     for c in &ne {
-        let hit = (0..oe.len()).find(|&i| !used[i] && oe[i].name == c.name && oe[i].id() == c.id());
+        let hit = by_key.get_mut(&(c.name.as_str(), c.id())).and_then(|q| q.pop_front());
         if let Some(i) = hit {
             used[i] = true;
         }
         old_of.push(hit);
     }
+    let (o_first, n_first) = (first_of_kind(&oe), first_of_kind(&ne));
     let mut new_of = vec![None; oe.len()];
     old_of.iter().enumerate().for_each(|(j, i)| i.iter().for_each(|&i| new_of[i] = Some(j)));
     // New children to create whole at their position (unmatched, or matched but replaced).
     let mut fresh: Vec<bool> = old_of.iter().map(Option::is_none).collect();
     for (j, oi) in old_of.iter().enumerate() {
         let Some(i) = *oi else { continue };
+        if oe[i].attrs == ne[j].attrs && crate::ops::same(oe[i], ne[j]) {
+            continue;
+        }
         let cpath = format!("{path}/{}", step(ne[j]));
-        let addressable = resolves_first(&oe, i) && resolves_first(&ne, j);
+        let addressable = o_first[i] && n_first[j];
         match diff_elem(oe[i], ne[j], &cpath) {
             Ok(c) if c.is_empty() => {}
             Ok(c) if addressable => ch.extend(c),
@@ -165,7 +178,7 @@ fn diff_elem(o: &Element, n: &Element, path: &str) -> Result<Changes, ()> {
         }
     }
     for (i, e) in oe.iter().enumerate().filter(|(i, _)| !used[*i]) {
-        if !resolves_first(&oe, i) {
+        if !o_first[i] {
             return Err(());
         }
         ch.deletes.push(change("delete", &format!("{path}/{}", step(e))));
@@ -191,7 +204,7 @@ fn diff_elem(o: &Element, n: &Element, path: &str) -> Result<Changes, ()> {
             c.set_attr("position", &p.to_string());
             c.push(ne[j].clone());
             ch.placed.push((p, c));
-        } else if resolves_first(&oe, old_of[j].unwrap()) && resolves_first(&ne, j) {
+        } else if o_first[old_of[j].unwrap()] && n_first[j] {
             let mut c = change("move", &format!("{path}/{}", step(ne[j])));
             c.set_attr("position", &p.to_string());
             ch.placed.push((p, c));
@@ -265,13 +278,26 @@ fn not_in_common(a: &[Item], b: &[Item]) -> Vec<Item> {
 }
 
 /// Whether the path step of `list[k]` resolves to it among its siblings `list`.
-fn resolves_first(list: &[&Element], k: usize) -> bool {
-    let e = list[k];
-    match e.id() {
-        Some(id) if id.contains(['\'', '/', '[', ']']) => false,
-        Some(id) => !list[..k].iter().any(|x| x.name == e.name && x.id() == Some(id)),
-        None => !list[..k].iter().any(|x| x.name == e.name),
-    }
+/// For each element of `list`: whether a path step to it resolves to it, i.e. its id is
+/// usable in a path and no earlier sibling has the same tag and id (for an element without
+/// an id: the same tag).
+fn first_of_kind(list: &[&Element]) -> Vec<bool> {
+    let mut names = std::collections::HashSet::new();
+    let mut keys = std::collections::HashSet::new();
+    list.iter()
+        .map(|e| {
+            let first = match e.id() {
+                Some(id) if id.contains(['\'', '/', '[', ']']) => false,
+                Some(id) => !keys.contains(&(e.name.as_str(), id)),
+                None => !names.contains(e.name.as_str()),
+            };
+            names.insert(e.name.as_str());
+            if let Some(id) = e.id() {
+                keys.insert((e.name.as_str(), id));
+            }
+            first
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------

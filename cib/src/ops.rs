@@ -102,11 +102,36 @@ pub fn apply_to_valid(doc: &Document, op: &Op) -> Result<Document, CibError> {
     };
     if conf_same && doc.root.attr("validate-with") == next.root.attr("validate-with") && next.root.name == "cib" {
         if let Some(st) = next.root.child("status") {
-            crate::status::read_status(&crate::model::RefIndex::new(st), st)?;
+            check_changed_status(doc.root.child("status"), st)?;
         }
         return Ok(next);
     }
     validate_write(next).map(|c| c.doc)
+}
+
+/// Read again only what a status write changed: the `node_state`s that are new or differ
+/// from the valid document's (a status update touches one node; reading the status of a
+/// large cluster whole costs far more than comparing it). Anything else under `<status>`
+/// is read too. If the changed part alone does not read (an id-ref into an unchanged
+/// node), the whole status decides.
+fn check_changed_status(old: Option<&Element>, new: &Element) -> Result<(), CibError> {
+    use crate::model::RefIndex;
+    use crate::status::read_status;
+    let Some(old) = old else {
+        return read_status(&RefIndex::new(new), new).map(|_| ());
+    };
+    let before: std::collections::HashMap<&str, &Element> = old.children_named("node_state").filter_map(|e| e.attr("id").map(|id| (id, e))).collect();
+    let mut changed = Element::new("status");
+    for e in new.elements() {
+        let kept = e.name == "node_state" && e.attr("id").and_then(|id| before.get(id)).is_some_and(|o| same(o, e));
+        if !kept {
+            changed.push(e.clone());
+        }
+    }
+    if read_status(&RefIndex::new(&changed), &changed).is_ok() {
+        return Ok(());
+    }
+    read_status(&RefIndex::new(new), new).map(|_| ())
 }
 
 /// The validation a written CIB gets: what [`Cib::from_document`] checks, then
@@ -671,6 +696,19 @@ mod tests {
         assert_eq!(apply_to_valid(&d, &st).unwrap().to_xml(), apply(&d, &st).unwrap().to_xml());
         let cfg = Op::Create { section: "resources".into(), xml: el(r#"<primitive id="x" class="ocf" provider="heartbeat" type="Dummy" bogus="1"/>"#) };
         assert!(apply_to_valid(&d, &cfg).is_err(), "a configuration write is still validated in full");
+        // Only the changed node is read again, and a bad record there is still refused,
+        // with the other nodes' states left alone.
+        let two = Op::Modify { xml: el(r#"<status><node_state id="2" uname="n2" in_ccm="true" crmd="online" join="member" expected="member"/></status>"#) };
+        let d = apply_to_valid(&apply_to_valid(&d, &st).unwrap(), &two).unwrap();
+        let bad = Op::Create {
+            section: "status".into(),
+            xml: el(r#"<node_state id="2"><lrm id="2"><lrm_resources><lrm_resource id="r" class="ocf" provider="heartbeat" type="Dummy"><lrm_rsc_op id="r_last_0" operation="start" call-id="x" rc-code="zero" interval="0"/></lrm_resource></lrm_resources></lrm></node_state>"#),
+        };
+        let modify_bad = Op::Modify { xml: el(&format!("<status>{}</status>", match &bad { Op::Create { xml, .. } => xml.to_xml(), _ => unreachable!() })) };
+        assert_eq!(apply_to_valid(&d, &modify_bad).is_err(), apply(&d, &modify_bad).is_err());
+        assert!(apply_to_valid(&d, &modify_bad).is_err(), "a bad lrm_rsc_op is refused");
+        let good = Op::Modify { xml: el(r#"<status><node_state id="2"><lrm id="2"><lrm_resources><lrm_resource id="r" class="ocf" provider="heartbeat" type="Dummy"><lrm_rsc_op id="r_last_0" operation="start" call-id="3" rc-code="0" interval="0"/></lrm_resource></lrm_resources></lrm></node_state></status>"#) };
+        assert_eq!(apply_to_valid(&d, &good).unwrap().to_xml(), apply(&d, &good).unwrap().to_xml());
     }
 
     #[test]

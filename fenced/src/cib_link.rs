@@ -46,7 +46,33 @@ fn config_version(v: &str) -> String {
     v.rsplit_once('.').map(|(c, _)| c.to_string()).unwrap_or_else(|| v.to_string())
 }
 
-/// Register the devices the CIB allows here; again whenever the configuration changes.
+/// Whether a committed change (a v2 patchset) can change which devices exist, their
+/// parameters, where they may run or the topology: any configuration change outside
+/// `<resources>`, and inside it one naming a known device, creating a stonith primitive or
+/// touching a template. Status changes and other resources' changes cannot; reading the
+/// whole CIB and placing every resource again for those would cost every node's fencer
+/// work on every write of a large cluster.
+pub fn touches_fencing(patch: &str, devices: &[String]) -> bool {
+    let Ok(doc) = cib::xml::parse(patch) else { return true };
+    for c in doc.root.children_named("change") {
+        let path = c.attr("path").unwrap_or("");
+        if path == "/cib" || path.starts_with("/cib/status") {
+            continue;
+        }
+        if !path.starts_with("/cib/configuration/resources") {
+            return true;
+        }
+        let names_device = devices.iter().any(|d| path.contains(&format!("@id='{d}'")));
+        let creates_device = c.iter_descendants().any(|e| e.name == "primitive" && e.attr("class") == Some("stonith"));
+        if names_device || creates_device || path.contains("template") || c.iter_descendants().any(|e| e.name == "template") {
+            return true;
+        }
+    }
+    false
+}
+
+/// Register the devices the CIB allows here; again whenever the configuration changes in a
+/// way that matters to fencing ([`touches_fencing`]). Bursts of changes are coalesced.
 /// Runs for the daemon's life, reconnecting when halo-cibd restarts.
 pub async fn follow(fencer: Fencer, sock: PathBuf) {
     let mut applied: Option<String> = None;
@@ -69,12 +95,46 @@ pub async fn follow(fencer: Fencer, sock: PathBuf) {
         };
         warned = false;
         sync(&fencer, &sock, &mut applied).await;
-        while let Ok(Some(ev)) = stream.message().await {
-            if applied.as_deref() != Some(config_version(&ev.version).as_str()) {
+        'watch: while let Ok(Some(ev)) = stream.message().await {
+            let known: Vec<String> = fencer.cib_view().into_iter().map(|d| d.device.id).collect();
+            let mut due = applied.as_deref() != Some(config_version(&ev.version).as_str()) && touches_fencing(&ev.patch, &known);
+            // Take what else is already queued: one read for a burst of writes.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(200), stream.message()).await {
+                    Ok(Ok(Some(more))) => due |= touches_fencing(&more.patch, &known),
+                    Ok(_) => {
+                        if due {
+                            sync(&fencer, &sock, &mut applied).await;
+                        }
+                        break 'watch;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if due {
                 sync(&fencer, &sock, &mut applied).await;
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_changes_that_can_matter_to_fencing_count() {
+        let patch = |changes: &str| format!(r#"<diff format="2"><version><source admin_epoch="0" epoch="1" num_updates="0"/><target admin_epoch="0" epoch="2" num_updates="0"/></version>{changes}</diff>"#);
+        let devices = vec!["fd".to_string()];
+        let epoch = r#"<change operation="modify" path="/cib"><change-list><change-attr name="epoch" operation="set" value="2"/></change-list></change>"#;
+        assert!(!touches_fencing(&patch(epoch), &devices));
+        assert!(!touches_fencing(&patch(r#"<change operation="create" path="/cib/configuration/resources" position="0"><primitive id="web" class="ocf" provider="heartbeat" type="Dummy"/></change>"#), &devices));
+        assert!(!touches_fencing(&patch(r#"<change operation="modify" path="/cib/status/node_state[@id='1']"><change-list/></change>"#), &devices));
+        assert!(touches_fencing(&patch(r#"<change operation="create" path="/cib/configuration/resources" position="1"><primitive id="f2" class="stonith" type="fence_dummy"/></change>"#), &devices));
+        assert!(touches_fencing(&patch(r#"<change operation="delete" path="/cib/configuration/resources/primitive[@id='fd']"/>"#), &devices));
+        assert!(touches_fencing(&patch(r#"<change operation="create" path="/cib/configuration/constraints" position="0"><rsc_location id="l" rsc="web" node="n1" score="1"/></change>"#), &devices));
+        assert!(touches_fencing("not xml", &devices));
     }
 }
 
