@@ -52,10 +52,6 @@ fn authorize<T>(req: &Request<T>) -> Result<(), Status> {
     proto::require_root_or_self(req, "halo-fenced", "fence")
 }
 
-pub fn to_entry(e: &Entry) -> pb::HistoryEntry {
-    e.to_pb()
-}
-
 struct Api {
     fencer: Fencer,
 }
@@ -118,7 +114,7 @@ impl FencerApi for Api {
         let timeout = (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms));
         let client = if r.client.is_empty() { "a client".to_string() } else { r.client };
         let o = if r.manual { self.fencer.confirm(&r.target, &client).await } else { self.fencer.fence(&r.target, &action, timeout, &client).await };
-        Ok(Response::new(pb::FenceReply { op_status: o.status as i32, reason: o.reason, devices: o.entry.devices.clone(), entry: Some(to_entry(&o.entry)) }))
+        Ok(Response::new(pb::FenceReply { op_status: o.status as i32, reason: o.reason, devices: o.entry.devices.clone(), entry: Some(o.entry.to_pb()) }))
     }
 
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
@@ -153,7 +149,7 @@ impl FencerApi for Api {
     async fn history(&self, req: Request<pb::HistoryRequest>) -> Result<Response<pb::HistoryReply>, Status> {
         authorize(&req)?;
         let t = req.into_inner().target;
-        let entries = self.fencer.history((!t.is_empty()).then_some(t.as_str())).iter().map(to_entry).collect();
+        let entries = self.fencer.history((!t.is_empty()).then_some(t.as_str())).iter().map(Entry::to_pb).collect();
         Ok(Response::new(pb::HistoryReply { entries }))
     }
 }
@@ -166,15 +162,7 @@ const MEMBERSHIP_WAIT: Duration = Duration::from_secs(30);
 async fn join_group(fencer: &Fencer, sock: &Path, names: HashMap<u32, String>) -> Result<tokio::task::JoinHandle<String>> {
     let ch = proto::connect_unix_within(sock.to_path_buf(), MEMBERSHIP_WAIT).await.map_err(|e| anyhow!("halo-membershipd: {e}"))?;
     let mut membership = MembershipClient::new(ch);
-    let mut stream = membership
-        .cpg_join(mpb::CpgJoinRequest { group: GROUP.into() })
-        .await
-        .map_err(|e| anyhow!("cannot join the process group {GROUP}: {}", e.message()))?
-        .into_inner();
-    let pid = match stream.message().await {
-        Ok(Some(mpb::CpgEvent { event: Some(mpb::cpg_event::Event::JoinedAs(m)) })) => m.pid,
-        other => return Err(anyhow!("halo-membershipd did not confirm the join of {GROUP}: {other:?}")),
-    };
+    let (mut stream, pid) = proto::cpg_join(&mut membership, GROUP).await.map_err(|e| anyhow!("{e}"))?;
     let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let peers = Peers::new(fencer.node(), names, out_tx);
     fencer.set_peers(peers.clone());

@@ -13,11 +13,11 @@ use execd::agent::AgentSpec;
 use execd::rc::{OpStatus, OCF_NOT_RUNNING, OCF_SUCCESS};
 use execd::run::{run_op, ExecEnv, OpRequest, OpResult};
 use rand::Rng;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::cib_devices::CibDevice;
 use crate::device::{parse_list_output, AgentInfo, Device, HostCheck};
-use crate::peers::{status_of, Peers};
+use crate::peers::Peers;
 use crate::topology::{levels_for, Level};
 
 /// How long a device's `list` output is believed (Pacemaker re-reads it after a minute).
@@ -89,7 +89,6 @@ struct Inner {
     lists: Mutex<HashMap<String, (Instant, Vec<String>)>>,
     history: Mutex<Vec<Entry>>,
     pending: Mutex<HashMap<(String, String), watch::Receiver<Option<Outcome>>>>,
-    finished: broadcast::Sender<Entry>,
     next_id: Mutex<u64>,
     /// The other fencers, once the daemon has joined their process group.
     peers: OnceLock<Arc<Peers>>,
@@ -135,7 +134,6 @@ pub(crate) fn now_ms() -> u64 {
 
 impl Fencer {
     pub fn new(env: ExecEnv, cib: CibSource) -> Fencer {
-        let (finished, _) = broadcast::channel(256);
         Fencer {
             inner: Arc::new(Inner {
                 env,
@@ -145,7 +143,6 @@ impl Fencer {
                 lists: Mutex::new(HashMap::new()),
                 history: Mutex::new(Vec::new()),
                 pending: Mutex::new(HashMap::new()),
-                finished,
                 next_id: Mutex::new(1),
                 peers: OnceLock::new(),
                 cib_view: Mutex::new(Vec::new()),
@@ -161,11 +158,6 @@ impl Fencer {
 
     pub fn node(&self) -> &str {
         &self.inner.env.node_name
-    }
-
-    /// Every fencing operation this fencer completes (and those others report, once merged).
-    pub fn subscribe(&self) -> broadcast::Receiver<Entry> {
-        self.inner.finished.subscribe()
     }
 
     /// Register or replace a device for the executor (its stonith resource started here).
@@ -235,7 +227,7 @@ impl Fencer {
 
     /// Make the CIB's registrations exactly `allowed` (the devices the configuration allows
     /// on this node). A device whose agent is missing here is left out, with a warning.
-    pub async fn sync_cib_devices(&self, allowed: Vec<Device>) {
+    async fn sync_cib_devices(&self, allowed: Vec<Device>) {
         let mut usable = Vec::new();
         for d in allowed {
             match self.inner.env.dirs.locate(&d.agent) {
@@ -465,7 +457,6 @@ impl Fencer {
         if let Some(p) = self.inner.peers.get() {
             p.announce_end(&entry);
         }
-        let _ = self.inner.finished.send(entry.clone());
         Outcome { status: OpStatus::Done, reason: String::new(), entry }
     }
 
@@ -494,7 +485,6 @@ impl Fencer {
             entry.reason = reason.clone();
             entry.completed_ms = now_ms();
             this.record(entry.clone());
-            let _ = this.inner.finished.send(entry.clone());
             if status == OpStatus::Done {
                 tracing::warn!("{} {} by {} ({}): done", entry.action, entry.target, entry.executioner, entry.devices.join(","));
             } else {
@@ -517,9 +507,7 @@ impl Fencer {
         };
         let deadline = Instant::now() + timeout.or(cluster_timeout).unwrap_or(DEFAULT_FENCE_TIMEOUT);
         if let Some(p) = peers {
-            let e = p.fence(self, entry, &levels, deadline).await;
-            let status = status_of(&e);
-            let _ = self.inner.finished.send(e.clone());
+            let (e, status) = p.fence(self, entry, &levels, deadline).await;
             if status == OpStatus::Done {
                 tracing::warn!("{} {} by {} ({}): done", e.action, e.target, e.executioner, e.devices.join(","));
             } else {

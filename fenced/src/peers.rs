@@ -258,8 +258,9 @@ impl Peers {
         }
     }
 
-    /// Carry out `entry` (announced here) across the cluster; the entry as it ended.
-    pub async fn fence(self: &Arc<Self>, fencer: &Fencer, mut entry: Entry, levels: &[Level], deadline: Instant) -> Entry {
+    /// Carry out `entry` (announced here) across the cluster; the entry as it ended, and
+    /// the request's status (done, no fence device, or error).
+    pub async fn fence(self: &Arc<Self>, fencer: &Fencer, mut entry: Entry, levels: &[Level], deadline: Instant) -> (Entry, OpStatus) {
         let id = entry.id.clone();
         let (atx, arx) = oneshot::channel();
         let (ctx, mut crx) = mpsc::unbounded_channel();
@@ -280,18 +281,22 @@ impl Peers {
             Ok(Ok(Announced::Joined(first))) => {
                 cleanup(self);
                 tracing::info!("{} {} joins operation {first}, announced first", entry.action, entry.target);
-                return self.wait_finished(&first, deadline).await.map(|e| Entry::from_pb(&e)).unwrap_or_else(|| {
-                    entry.state = EntryState::Failed;
-                    entry.reason = format!("operation {first}, which this request joined, did not end in time");
-                    entry
-                });
+                return match self.wait_finished(&first, deadline).await.map(|e| Entry::from_pb(&e)) {
+                    Some(e) if e.state == EntryState::Done => (e, OpStatus::Done),
+                    Some(e) => (e, OpStatus::Error),
+                    None => {
+                        entry.state = EntryState::Failed;
+                        entry.reason = format!("operation {first}, which this request joined, did not end in time");
+                        (entry, OpStatus::Error)
+                    }
+                };
             }
             _ => {
                 cleanup(self);
                 entry.state = EntryState::Failed;
                 entry.reason = "the fencers' process group did not deliver the request (is halo-membershipd running?)".into();
                 fencer.record(entry.clone());
-                return entry;
+                return (entry, OpStatus::Error);
             }
         }
         // Every member's answer, or as many as come in QUERY_WAIT.
@@ -316,20 +321,21 @@ impl Peers {
             }
         }
         cleanup(self);
-        let result = self.execute(fencer, &entry, &answers, levels, deadline).await;
-        match result {
+        let status = match self.execute(fencer, &entry, &answers, levels, deadline).await {
             Ok(runs) => {
                 let mut nodes: Vec<String> = runs.iter().map(|(_, n)| n.clone()).collect();
                 nodes.dedup();
                 entry.executioner = nodes.join(",");
                 entry.devices = runs.into_iter().map(|(d, _)| d).collect();
                 entry.state = EntryState::Done;
+                OpStatus::Done
             }
-            Err(reason) => {
+            Err((status, reason)) => {
                 entry.state = EntryState::Failed;
                 entry.reason = reason;
+                status
             }
-        }
+        };
         entry.completed_ms = crate::fencer::now_ms();
         fencer.record(entry.clone());
         // Answer once the group has delivered the end here too: the other fencers have it
@@ -341,7 +347,7 @@ impl Peers {
             tracing::warn!("the end of {id} was not delivered back within {DELIVERY_WAIT:?}");
             self.shared.lock().unwrap().finished_waiters.remove(&id);
         }
-        entry
+        (entry, status)
     }
 
     /// Tell every fencer how an operation of this node ended (a manual confirmation).
@@ -364,7 +370,7 @@ impl Peers {
 
     /// Run the devices: the levels in order, else every (device, node) pair by priority.
     /// Returns the (device, node) pairs that fenced the target.
-    async fn execute(&self, fencer: &Fencer, entry: &Entry, answers: &BTreeMap<String, Vec<pb::CapableDevice>>, levels: &[Level], deadline: Instant) -> Result<Vec<(String, String)>, String> {
+    async fn execute(&self, fencer: &Fencer, entry: &Entry, answers: &BTreeMap<String, Vec<pb::CapableDevice>>, levels: &[Level], deadline: Instant) -> Result<Vec<(String, String)>, (OpStatus, String)> {
         let target = &entry.target;
         // (device, node, priority): never the target itself; this node first among equals.
         let mut offers: Vec<(String, String, i64)> = answers
@@ -375,7 +381,8 @@ impl Peers {
         offers.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (a.1 != self.me).cmp(&(b.1 != self.me))).then_with(|| a.1.cmp(&b.1)).then_with(|| a.0.cmp(&b.0)));
         let asked: Vec<&str> = answers.keys().map(String::as_str).collect();
         if offers.is_empty() {
-            return Err(format!("no fencing device on any node can fence {target} (answered: {})", if asked.is_empty() { "nobody".to_string() } else { asked.join(", ") }));
+            let asked = if asked.is_empty() { "nobody".to_string() } else { asked.join(", ") };
+            return Err((OpStatus::NoFenceDevice, format!("no fencing device on any node can fence {target} (answered: {asked})")));
         }
         let mut failures = Vec::new();
         if !levels.is_empty() {
@@ -394,7 +401,7 @@ impl Peers {
                 }
                 return Ok(used);
             }
-            return Err(failures.join("; "));
+            return Err((OpStatus::Error, failures.join("; ")));
         }
         let mut tried = BTreeSet::new();
         for (dev, node, _) in &offers {
@@ -409,7 +416,7 @@ impl Peers {
                 break;
             }
         }
-        Err(failures.join("; "))
+        Err((OpStatus::Error, failures.join("; ")))
     }
 
     /// One device on one node: here directly, elsewhere by asking that node's fencer.
@@ -440,14 +447,5 @@ impl Peers {
             Ok(Ok(x)) => Err(x.reason),
             _ => Err(format!("{node} did not report the result of {device} in time")),
         }
-    }
-}
-
-/// How an operation that ended maps to a request's result.
-pub fn status_of(e: &Entry) -> OpStatus {
-    match e.state {
-        EntryState::Done => OpStatus::Done,
-        _ if e.reason.starts_with("no fencing device") => OpStatus::NoFenceDevice,
-        _ => OpStatus::Error,
     }
 }

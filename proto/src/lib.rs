@@ -27,6 +27,41 @@ pub async fn connect_unix(path: std::path::PathBuf) -> Result<tonic::transport::
         .await
 }
 
+/// Bind a local API's Unix socket: a stale socket file from an earlier run is removed
+/// first; the socket gets mode 0660 (its owner and group may connect).
+pub fn bind_local_api(path: &std::path::Path) -> Result<tokio::net::UnixListener, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+/// A daemon's shutdown: resolves on SIGTERM (halod stopping the node) or SIGINT.
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
+    })
+}
+
+/// Join the process group `group` through halo-membershipd: the group's event stream and
+/// the member id (pid) this stream was given, which sends name as their sender.
+pub async fn cpg_join(
+    client: &mut membership::membership_client::MembershipClient<tonic::transport::Channel>,
+    group: &str,
+) -> Result<(tonic::Streaming<membership::CpgEvent>, u32), String> {
+    let mut stream = client
+        .cpg_join(membership::CpgJoinRequest { group: group.into() })
+        .await
+        .map_err(|e| format!("cannot join the process group {group}: {}", e.message()))?
+        .into_inner();
+    match stream.message().await {
+        Ok(Some(membership::CpgEvent { event: Some(membership::cpg_event::Event::JoinedAs(m)) })) => Ok((stream, m.pid)),
+        other => Err(format!("halo-membershipd did not confirm the join of {group}: {other:?}")),
+    }
+}
+
 /// [`connect_unix`], retried until the socket answers or `within` has passed (a daemon
 /// waiting for another that halod started just before it).
 pub async fn connect_unix_within(path: std::path::PathBuf, within: std::time::Duration) -> Result<tonic::transport::Channel, String> {

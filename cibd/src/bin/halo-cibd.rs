@@ -1,8 +1,6 @@
 //! halo-cibd: the replicated CIB of one node.
 
-use std::os::unix::fs::PermissionsExt;
-
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 
 // Every write copies the CIB, a tree of many small strings: with glibc's malloc a third of a
 // write on a large CIB goes to allocating and freeing; mimalloc is faster at that.
@@ -25,16 +23,11 @@ async fn run() -> Result<()> {
     // halo-membershipd runs as.
     let setup = cibd::daemon::Setup::load(&args.config)?;
     let sock = setup.socket_path();
-    let _ = std::fs::remove_file(&sock);
-    let listener = tokio::net::UnixListener::bind(&sock).with_context(|| format!("cannot bind {}", sock.display()))?;
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660))?;
+    let listener = proto::bind_local_api(&sock).map_err(|e| anyhow!("{e}"))?;
     // Members of haclient may connect, as to Pacemaker's CIB; ACLs then apply to them.
     if let Some(gid) = cibd::daemon::haclient_gid() {
         let _ = std::os::unix::fs::chown(&sock, None, Some(gid));
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let shutdown = async move {
-        tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
-    };
+    let shutdown = proto::shutdown_signal()?;
     cibd::daemon::run(setup, listener, shutdown).await
 }

@@ -14,7 +14,7 @@ mod service;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use common::config::ClusterConfig;
 use common::paths::{Daemon, NodePaths};
 use prost::Message as _;
@@ -103,15 +103,7 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
     let mut membership = connect_membership(&setup.paths).await?;
     let status = membership.status(mpb::StatusRequest {}).await.map_err(|e| anyhow!("halo-membershipd: {}", e.message()))?.into_inner();
     let id = status.local_nodeid as u64;
-    let mut stream = membership
-        .cpg_join(mpb::CpgJoinRequest { group: GROUP.into() })
-        .await
-        .map_err(|e| anyhow!("cannot join the process group {GROUP}: {}", e.message()))?
-        .into_inner();
-    let pid = match stream.message().await {
-        Ok(Some(mpb::CpgEvent { event: Some(mpb::cpg_event::Event::JoinedAs(m)) })) => m.pid,
-        other => bail!("halo-membershipd did not confirm the join of {GROUP}: {other:?}"),
-    };
+    let (mut stream, pid) = proto::cpg_join(&mut membership, GROUP).await.map_err(|e| anyhow!("{e}"))?;
     let (replica, machine, max_write) = open_replica(&setup, id)?;
     tracing::info!("CIB of node {id}: version {} at index {}", machine.version(), machine.index());
 

@@ -1,7 +1,5 @@
 //! halo-membershipd: totem membership, quorum and process groups for one node.
 
-use std::os::unix::fs::PermissionsExt;
-
 use anyhow::{anyhow, Context, Result};
 
 #[tokio::main]
@@ -18,15 +16,10 @@ async fn run() -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HALO_LOG").unwrap_or_else(|_| "info".into())).init();
     let setup = membershipd::Setup::load(&config, node.as_deref())?;
     let sock = setup.socket_path();
-    let _ = std::fs::remove_file(&sock);
-    let listener = tokio::net::UnixListener::bind(&sock).with_context(|| format!("cannot bind {}", sock.display()))?;
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660))?;
+    let listener = proto::bind_local_api(&sock).map_err(|e| anyhow!("{e}"))?;
     let addr = std::net::SocketAddr::new(setup.local.ring0_addr, setup.config.totem.port);
     let udp = tokio::net::UdpSocket::bind(addr).await.with_context(|| format!("cannot bind the totem socket {addr}"))?;
     tracing::info!("node {} ({}) on {addr}", setup.local.name, setup.local.nodeid);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let shutdown = async move {
-        tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
-    };
+    let shutdown = proto::shutdown_signal()?;
     membershipd::run(setup, listener, udp, shutdown).await
 }
