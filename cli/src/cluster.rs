@@ -1,12 +1,12 @@
 //! Commands that talk to a running node: `halo quorum status`, `halo membership status`,
 //! `halo cpg send|listen|bench`. They reach the node's daemons over gRPC on its Unix sockets.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use clap::{Subcommand, ValueEnum};
-use common::paths::{Daemon, NodePaths};
+use common::paths::Daemon;
 use proto::membership as pb;
 use proto::membership::membership_client::MembershipClient;
 use tonic::transport::Channel;
@@ -53,21 +53,10 @@ pub enum CpgCmd {
 }
 
 /// The node's config file: `--dir DIR` means DIR/corosync.conf.
-pub fn config_path(dir: Option<&Path>) -> PathBuf {
-    match dir {
-        Some(d) => d.join("corosync.conf"),
-        None => PathBuf::from("/etc/halo/corosync.conf"),
-    }
-}
+pub use crate::local::config_path;
 
 async fn connect(dir: Option<&Path>, daemon: Daemon) -> Result<MembershipClient<Channel>> {
-    let cfg = config_path(dir);
-    let parsed = common::config::ClusterConfig::load(&cfg).map_err(|e| anyhow!("{e}"))?;
-    let sock = NodePaths::from_config(&parsed.config).socket(daemon);
-    let channel = proto::connect_unix(sock.clone())
-        .await
-        .with_context(|| format!("cannot reach {} at {} (is the node running? `halo sandbox start`)", daemon.binary(), sock.display()))?;
-    Ok(MembershipClient::new(channel))
+    Ok(MembershipClient::new(crate::local::channel(dir, daemon).await?))
 }
 
 fn status_err(e: tonic::Status) -> anyhow::Error {

@@ -5,7 +5,9 @@ mod cib_cmds;
 mod cib_live;
 mod cluster;
 mod sandbox;
+mod local;
 mod simulate;
+mod status_cmd;
 mod stonith_cib;
 mod stonith_cmds;
 
@@ -45,6 +47,8 @@ enum Command {
     /// Read and change the CIB like cibadmin: the running cluster's, or a file's with --file.
     #[command(subcommand)]
     Cib(cib_cmds::CibCmd),
+    /// The cluster's status, as crm_mon -1 shows it (--output json|xml for scripts).
+    Status(status_cmd::StatusArgs),
     /// Fencing: fence a node, its history, the devices that can fence it.
     #[command(subcommand)]
     Stonith(stonith_cmds::StonithCmd),
@@ -64,6 +68,7 @@ fn main() {
         Command::Cpg(cmd) => block_on(cluster::cpg(dir, cmd)),
         Command::Cib(cmd) => std::process::exit(cib_cmds::run(cmd, dir)),
         Command::Agent(cmd) => agent_cmds::run(cmd, dir).map(|code| std::process::exit(code)),
+        Command::Status(args) => status_cmd::run(args, dir),
         Command::Stonith(cmd) => stonith_cmds::run(cmd, dir).map(|code| std::process::exit(code)),
     };
     if let Err(e) = result {

@@ -23,6 +23,9 @@ pub enum SandboxCmd {
         /// Totem token timeout in ms.
         #[arg(long, default_value_t = 1000)]
         token: u64,
+        /// Run no controller (the daemons are driven by hand, as their own tests do).
+        #[arg(long)]
+        no_controller: bool,
     },
     /// Start halod for every node, or one, detached.
     Start { dir: PathBuf, node: Option<String> },
@@ -70,7 +73,7 @@ fn alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
-fn create(dir: &Path, nodes: u32, port: u16, token: u64) -> Result<()> {
+fn create(dir: &Path, nodes: u32, port: u16, token: u64, controller: bool) -> Result<()> {
     if nodes == 0 || nodes > MAX_NODES {
         bail!("--nodes must be between 1 and {MAX_NODES}");
     }
@@ -103,6 +106,7 @@ fn create(dir: &Path, nodes: u32, port: u16, token: u64) -> Result<()> {
         c.halo.run_dir = ndir.join("run");
         c.halo.log_dir = ndir.join("log");
         c.halo.authkey = dir.join("authkey");
+        c.halo.controller = controller;
         c.logging.logfile = Some(ndir.join("log").join("halo.log"));
         c.validate().map_err(|e| anyhow!("{e}"))?;
         std::fs::write(ndir.join("corosync.conf"), c.to_corosync_conf())?;
@@ -190,7 +194,7 @@ fn kill(dir: &Path, node: &str) -> Result<()> {
 
 pub fn run(cmd: SandboxCmd) -> Result<()> {
     match cmd {
-        SandboxCmd::Create { dir, nodes, port, token } => create(&dir, nodes, port, token),
+        SandboxCmd::Create { dir, nodes, port, token, no_controller } => create(&dir, nodes, port, token, !no_controller),
         SandboxCmd::Start { dir, node } => {
             let list = match node {
                 Some(n) => vec![n],

@@ -5,12 +5,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use clap::Subcommand;
-use common::paths::{Daemon, NodePaths};
+use common::paths::Daemon;
 use proto::fenced as pb;
 use proto::fenced::fencer_client::FencerClient;
 use tonic::transport::Channel;
 
-use crate::cluster::config_path;
 
 #[derive(Subcommand)]
 pub enum StonithCmd {
@@ -54,13 +53,7 @@ pub enum StonithCmd {
 }
 
 async fn connect(dir: Option<&Path>) -> Result<FencerClient<Channel>> {
-    let cfg = config_path(dir);
-    let parsed = common::config::ClusterConfig::load(&cfg).map_err(|e| anyhow!("{e}"))?;
-    let sock = NodePaths::from_config(&parsed.config).socket(Daemon::Fenced);
-    let ch = proto::connect_unix(sock.clone())
-        .await
-        .map_err(|e| anyhow!("cannot reach halo-fenced at {} ({e}); is the node running (`halo sandbox start`)?", sock.display()))?;
-    Ok(FencerClient::new(ch))
+    Ok(FencerClient::new(crate::local::channel(dir, Daemon::Fenced).await?))
 }
 
 fn when(ms: u64) -> String {

@@ -28,6 +28,10 @@ pub struct OpRecord {
     pub exec_ms: u64,
     pub queue_ms: u64,
     pub op_digest: String,
+    /// The controller's `transition-key` for the op (`action:transition:expected-rc:dc-uuid`),
+    /// passed as the `transition_key` meta attribute, so a history read after a controller
+    /// restart still says which transition asked for what and which rc it expected.
+    pub transition_key: Option<String>,
 }
 
 impl OpRecord {
@@ -51,6 +55,10 @@ impl OpRecord {
             ("op-digest", self.op_digest.clone()),
         ] {
             e.set_attr(k, &v);
+        }
+        if let Some(key) = &self.transition_key {
+            e.set_attr("transition-key", key);
+            e.set_attr("transition-magic", &format!("{}:{};{key}", self.status as i32, self.rc));
         }
         e
     }
@@ -121,6 +129,7 @@ impl RscHistory {
             exec_ms: r.exec_ms,
             queue_ms,
             op_digest: op_digest(&req.params),
+            transition_key: req.meta.get("transition_key").cloned(),
         };
         if failed(&req.action, r) {
             self.last_failure = Some(OpRecord { id: format!("{}_last_failure_0", req.rsc), ..rec.clone() });

@@ -17,6 +17,10 @@ pub mod fenced {
     tonic::include_proto!("halo.fenced");
 }
 
+pub mod controld {
+    tonic::include_proto!("halo.controld");
+}
+
 /// A channel to a local API on a Unix socket (tonic speaks HTTP/2 over it; the URI is unused).
 pub async fn connect_unix(path: std::path::PathBuf) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     tonic::transport::Endpoint::from_static("http://[::]:0")

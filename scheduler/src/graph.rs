@@ -96,3 +96,226 @@ impl Transition<'_> {
         format!("<rsc_op id=\"{id}\" operation=\"{}\" operation_key=\"{key}\"{on}>{primitive}<attributes {attrs}/></rsc_op>", act.task)
     }
 }
+
+/// The transition graph as the controller executes it: the same synapses as
+/// [`Transition::graph_xml`], typed. Synapse `i` holds action `i`; its inputs are the
+/// synapses that must be confirmed before it may fire.
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    pub actions: Vec<GraphAction>,
+    /// `cluster-delay`: added to an action's timeout for the controller's own timer.
+    pub cluster_delay_ms: u64,
+    /// `stonith-timeout`: the fencing request's timeout.
+    pub stonith_timeout_ms: u64,
+    /// `batch-limit` (0: no limit).
+    pub batch_limit: usize,
+    /// `migration-limit` (-1: no limit).
+    pub migration_limit: i64,
+    /// `start-failure-is-fatal`.
+    pub start_failure_is_fatal: bool,
+    /// The earliest moment (epoch s) at which a failure expires (`failure-timeout`): the
+    /// scheduler must run again then even if nothing else happens.
+    pub recheck_by: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GraphAction {
+    pub id: usize,
+    pub priority: i64,
+    pub inputs: Vec<usize>,
+    /// The operation key, e.g. `web_start_0`, `stonith-node2-reboot`, `grp_running_0`.
+    pub key: String,
+    /// The node it runs on (name, id).
+    pub node: Option<(String, String)>,
+    pub kind: ActionKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum ActionKind {
+    /// Confirmed as soon as it fires.
+    Pseudo,
+    /// An agent action through the target node's executor.
+    Rsc(RscOp),
+    /// Fence the node (`reboot`, `off`).
+    Fence { action: String },
+    /// The node may stop its cluster stack now.
+    Shutdown,
+    /// Clear the resource's fail count on the node (an expired failure).
+    ClearFailcount { rsc: String },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RscOp {
+    /// The id the executor and the history use (an anonymous clone's instances share the
+    /// primitive's id).
+    pub rsc: String,
+    /// The scheduler's id (`rsc:1` for a clone instance).
+    pub long_id: String,
+    pub class: String,
+    pub provider: Option<String>,
+    pub agent: String,
+    pub task: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// The rc that means success (7 for a probe of a resource believed stopped, 8 for a
+    /// Promoted-role monitor).
+    pub expected_rc: i32,
+    pub params: BTreeMap<String, String>,
+    /// Meta attributes and op attributes (underscored, without `CRM_meta_`).
+    pub meta: BTreeMap<String, String>,
+    /// The op's on-fail, when set.
+    pub on_fail: Option<String>,
+}
+
+impl RscOp {
+    /// `class:provider:type`, as the executor names an agent.
+    pub fn agent_spec(&self) -> String {
+        match &self.provider {
+            Some(p) => format!("{}:{}:{}", self.class, p, self.agent),
+            None => format!("{}:{}", self.class, self.agent),
+        }
+    }
+
+    /// A probe: a one-shot monitor.
+    pub fn is_probe(&self) -> bool {
+        self.task == "monitor" && self.interval_ms == 0
+    }
+}
+
+impl Transition<'_> {
+    /// The graph the controller executes ([`Graph`]).
+    pub fn graph(&self) -> Graph {
+        let cl = &self.cluster;
+        let p = &self.plan;
+        let index: BTreeMap<ActionId, usize> = self.executed.iter().enumerate().map(|(i, &a)| (a, i)).collect();
+        let opt_ms = |k: &str, d: u64| cl.options.raw.get(k).and_then(|v| crate::interval_ms(v)).unwrap_or(d);
+        let mut g = Graph {
+            actions: Vec::with_capacity(self.executed.len()),
+            cluster_delay_ms: opt_ms("cluster-delay", 60_000),
+            stonith_timeout_ms: opt_ms("stonith-timeout", 60_000),
+            batch_limit: cl.options.raw.get("batch-limit").and_then(|v| v.parse().ok()).unwrap_or(0),
+            migration_limit: cl.options.raw.get("migration-limit").and_then(|v| v.parse().ok()).unwrap_or(-1),
+            start_failure_is_fatal: cl.options.start_failure_is_fatal,
+            recheck_by: self.recheck_by(),
+        };
+        let mut inputs: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for o in &p.orderings {
+            if let (Some(&f), Some(&t)) = (index.get(&o.first), index.get(&o.then)) {
+                if f != t {
+                    inputs.entry(t).or_default().push(f);
+                }
+            }
+        }
+        for (i, &a) in self.executed.iter().enumerate() {
+            let act = &p.actions[a];
+            let node = act.node.map(|n| (cl.nodes[n].name.clone(), cl.nodes[n].id.clone()));
+            let mut ins = inputs.remove(&i).unwrap_or_default();
+            ins.sort_unstable();
+            ins.dedup();
+            let (key, kind) = match act.task.as_str() {
+                "stonith" => {
+                    let action = act.fence.as_ref().map(|f| f.0.clone()).unwrap_or_else(|| "reboot".into());
+                    (format!("stonith-{}-{action}", node.as_ref().map(|n| n.0.as_str()).unwrap_or("")), ActionKind::Fence { action })
+                }
+                "do_shutdown" => (p.key(cl, a), ActionKind::Shutdown),
+                "clear_failcount" => (p.key(cl, a), ActionKind::ClearFailcount { rsc: act.rsc.map(|r| self.lrm_id(r)).unwrap_or_default() }),
+                _ if act.pseudo || act.rsc.and_then(|r| cl.rscs[r].prim.as_ref()).is_none() => (p.key(cl, a), ActionKind::Pseudo),
+                _ => (p.key(cl, a), ActionKind::Rsc(self.rsc_op(act))),
+            };
+            g.actions.push(GraphAction { id: i, priority: act.priority, inputs: ins, key, node, kind });
+        }
+        g
+    }
+
+    /// The id a resource's history and executor use.
+    fn lrm_id(&self, r: crate::unpack::RscId) -> String {
+        let cl = &self.cluster;
+        let rsc = &cl.rscs[r];
+        let anonymous = rsc.parent.is_some_and(|p| matches!(cl.rscs[p].kind, crate::unpack::Kind::Clone { unique: false, .. }))
+            || rsc.parent.and_then(|g| cl.rscs[g].parent).is_some_and(|p| matches!(cl.rscs[p].kind, crate::unpack::Kind::Clone { unique: false, .. }));
+        if anonymous {
+            rsc.base_id.clone()
+        } else {
+            rsc.id.clone()
+        }
+    }
+
+    fn rsc_op(&self, act: &crate::actions::Action) -> RscOp {
+        let cl = &self.cluster;
+        let r = act.rsc.expect("resource actions have a resource");
+        let rsc = &cl.rscs[r];
+        let prim = rsc.prim.as_ref().expect("resource actions are on primitives");
+        let task = if act.task == "monitor" && act.interval_ms == 0 { "monitor" } else { act.task.as_str() };
+        let op = prim.ops.iter().find(|o| o.name == task && crate::interval_ms(&o.interval) == Some(act.interval_ms));
+        let mut meta: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in &rsc.meta {
+            meta.insert(k.replace('-', "_"), v.clone());
+        }
+        if let Some(o) = op {
+            for (k, v) in &o.attrs {
+                if k != "timeout" && k != "interval" {
+                    meta.insert(k.replace('-', "_"), v.clone());
+                }
+            }
+        }
+        // Clone instances learn their clone's shape (ocf_is_clone, ocf_is_ms and promotion).
+        let clone = rsc.parent.into_iter().chain(rsc.parent.and_then(|g| cl.rscs[g].parent)).find(|&p| matches!(cl.rscs[p].kind, crate::unpack::Kind::Clone { .. }));
+        if let Some(c) = clone {
+            let cm = &cl.rscs[c].meta;
+            let get = |k: &str, d: String| cm.get(k).cloned().unwrap_or(d);
+            let promotable = matches!(cl.rscs[c].kind, crate::unpack::Kind::Clone { promotable: true, .. });
+            meta.insert("clone_max".into(), get("clone-max", cl.nodes.iter().filter(|n| !n.remote).count().to_string()));
+            meta.insert("clone_node_max".into(), get("clone-node-max", "1".into()));
+            meta.insert("globally_unique".into(), get("globally-unique", "false".into()));
+            meta.insert("notify".into(), get("notify", "false".into()));
+            meta.insert("promotable".into(), promotable.to_string());
+            if promotable {
+                meta.insert("promoted_max".into(), cm.get("promoted-max").or_else(|| cm.get("master-max")).cloned().unwrap_or_else(|| "1".into()));
+                meta.insert("promoted_node_max".into(), cm.get("promoted-node-max").or_else(|| cm.get("master-node-max")).cloned().unwrap_or_else(|| "1".into()));
+            }
+            if let Some((_, n)) = rsc.id.rsplit_once(':') {
+                meta.insert("clone".into(), n.to_string());
+            }
+        }
+        let node = act.node;
+        let history_role = node.and_then(|n| rsc.history.get(&n)).map(|h| h.role).unwrap_or_default();
+        let expected_rc = if act.task == "monitor" && act.interval_ms == 0 {
+            match history_role {
+                crate::Role::Promoted => 8,
+                crate::Role::Started | crate::Role::Unpromoted => 0,
+                _ => 7,
+            }
+        } else if act.task == "monitor" && op.and_then(|o| o.role.as_deref()).is_some_and(|x| x.eq_ignore_ascii_case("promoted") || x.eq_ignore_ascii_case("master")) {
+            8
+        } else {
+            0
+        };
+        RscOp {
+            rsc: self.lrm_id(r),
+            long_id: rsc.id.clone(),
+            class: prim.class.clone(),
+            provider: prim.provider.clone(),
+            agent: prim.agent.clone(),
+            task: act.task.clone(),
+            interval_ms: act.interval_ms,
+            timeout_ms: self.op_timeout_ms(act),
+            expected_rc,
+            params: rsc.params.clone(),
+            meta,
+            on_fail: op.and_then(|o| o.get("on-fail")).map(str::to_string),
+        }
+    }
+
+    /// The earliest failure expiry (epoch s) still ahead, from `failure-timeout` and the
+    /// last failure times.
+    fn recheck_by(&self) -> Option<i64> {
+        let cl = &self.cluster;
+        let now = cl.now.and_utc().timestamp();
+        cl.rscs
+            .iter()
+            .filter(|r| r.failure_timeout_s > 0)
+            .flat_map(|r| r.fail_counts.values().filter_map(move |&(count, last)| (count > 0).then_some(last?).map(|l| l + r.failure_timeout_s)))
+            .filter(|&t| t > now)
+            .min()
+    }
+}

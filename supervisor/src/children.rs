@@ -9,7 +9,7 @@ use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// The daemons of a node, in start order (stopped in reverse).
-const DAEMONS: &[Daemon] = &[Daemon::Membershipd, Daemon::Cibd, Daemon::Fenced, Daemon::Execd];
+const DAEMONS: &[Daemon] = &[Daemon::Membershipd, Daemon::Cibd, Daemon::Fenced, Daemon::Execd, Daemon::Controld];
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -53,9 +53,9 @@ fn send_signal(child: &Child, sig: i32) {
     }
 }
 
-pub async fn supervise(config: &Path, node: Option<&str>, paths: &NodePaths) -> Result<()> {
+pub async fn supervise(config: &Path, node: Option<&str>, paths: &NodePaths, controller: bool) -> Result<()> {
     let mut managed: Vec<Managed> = Vec::new();
-    for &d in DAEMONS {
+    for &d in DAEMONS.iter().filter(|&&d| controller || d != Daemon::Controld) {
         let child = spawn(d, config, node, paths)?;
         managed.push(Managed { daemon: d, child: Some(child), backoff: Duration::from_millis(200) });
     }

@@ -25,5 +25,5 @@ async fn run() -> Result<()> {
     let rsctmp = paths.run_dir.join("rsctmp");
     let _ = std::fs::remove_dir_all(&rsctmp);
     std::fs::create_dir_all(&rsctmp).with_context(|| format!("cannot create {}", rsctmp.display()))?;
-    children::supervise(&config, node.as_deref(), &paths).await
+    children::supervise(&config, node.as_deref(), &paths, parsed.config.halo.controller).await
 }

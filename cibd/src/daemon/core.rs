@@ -54,6 +54,8 @@ pub enum Command {
 /// An event of the process group, as the core needs it.
 pub enum PeerEvent {
     Deliver { from: u64, data: Vec<u8> },
+    /// The group's members after a change.
+    Members(Vec<u64>),
 }
 
 struct Waiter {
@@ -84,6 +86,8 @@ pub struct Core {
     last_snapshot: u64,
     /// Largest encoded write the replica accepts.
     max_write: usize,
+    /// The leader last logged, with its term.
+    logged_leader: (Option<u64>, u64),
 }
 
 impl Core {
@@ -111,6 +115,7 @@ impl Core {
             proposals: BTreeMap::new(),
             last_snapshot,
             max_write,
+            logged_leader: (None, 0),
         }
     }
 
@@ -133,6 +138,7 @@ impl Core {
                 }
                 ev = events.recv() => match ev {
                     Some(PeerEvent::Deliver { from, data }) => self.on_peer(from, &data),
+                    Some(PeerEvent::Members(m)) => self.replica.leader_left(&m),
                     None => anyhow::bail!("the process group stream from halo-membershipd ended"),
                 },
                 cmd = commands.recv() => match cmd {
@@ -370,6 +376,14 @@ impl Core {
         }
         self.maybe_snapshot();
         self.flush();
+        let leader = (self.replica.leader(), self.replica.term());
+        if leader != self.logged_leader {
+            self.logged_leader = leader;
+            match leader.0 {
+                Some(l) => tracing::info!("CIB leader: node {l} (term {})", leader.1),
+                None => tracing::info!("CIB leader: none known (term {})", leader.1),
+            }
+        }
         Ok(())
     }
 

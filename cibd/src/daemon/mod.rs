@@ -110,11 +110,13 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
     let (event_tx, event_rx) = mpsc::channel(4096);
     tokio::spawn(async move {
         while let Ok(Some(ev)) = stream.message().await {
-            if let Some(mpb::cpg_event::Event::Deliver(d)) = ev.event {
-                let from = d.from.map(|m| m.nodeid as u64).unwrap_or(0);
-                if event_tx.send(PeerEvent::Deliver { from, data: d.data }).await.is_err() {
-                    return;
-                }
+            let event = match ev.event {
+                Some(mpb::cpg_event::Event::Deliver(d)) => PeerEvent::Deliver { from: d.from.map(|m| m.nodeid as u64).unwrap_or(0), data: d.data },
+                Some(mpb::cpg_event::Event::Confchg(c)) => PeerEvent::Members(c.members.iter().map(|m| m.nodeid as u64).collect()),
+                _ => continue,
+            };
+            if event_tx.send(event).await.is_err() {
+                return;
             }
         }
         // Dropping event_tx tells the core the stream ended.

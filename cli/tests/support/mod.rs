@@ -19,13 +19,28 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// A sandbox whose nodes run no controller: the daemons' own tests drive them by hand.
     pub fn create(name: &str, nodes: u32) -> Sandbox {
+        Sandbox::create_with(name, nodes, false)
+    }
+
+    /// A sandbox of whole cluster nodes, controller included.
+    pub fn create_cluster(name: &str, nodes: u32) -> Sandbox {
+        Sandbox::create_with(name, nodes, true)
+    }
+
+    fn create_with(name: &str, nodes: u32, controller: bool) -> Sandbox {
         let dir = std::env::temp_dir().join(format!("halo-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         // A port per test run so parallel runs and a real cluster never meet.
         let salt: u32 = name.bytes().map(u32::from).sum();
         let port = 20000 + ((std::process::id() * 13 + salt * 101) % 20000) as u16;
-        let out = Command::new(HALO).args(["sandbox", "create"]).arg(&dir).args(["--nodes", &nodes.to_string(), "--port", &port.to_string()]).output().unwrap();
+        let mut cmd = Command::new(HALO);
+        cmd.args(["sandbox", "create"]).arg(&dir).args(["--nodes", &nodes.to_string(), "--port", &port.to_string()]);
+        if !controller {
+            cmd.arg("--no-controller");
+        }
+        let out = cmd.output().unwrap();
         assert!(out.status.success(), "sandbox create: {}", String::from_utf8_lossy(&out.stderr));
         Sandbox { dir, port, nodes }
     }
@@ -88,7 +103,19 @@ impl Drop for Sandbox {
             }
         }
         std::thread::sleep(Duration::from_millis(100));
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            // A failed test keeps its nodes' logs (set HALO_TEST_KEEP=1 to keep everything).
+            let keep = std::env::temp_dir().join(format!("halo-test-logs-{}", self.dir.file_name().unwrap_or_default().to_string_lossy()));
+            for i in 1..=self.nodes {
+                let log = self.dir.join(format!("node{i}")).join("log").join("halo.log");
+                let _ = std::fs::create_dir_all(&keep);
+                let _ = std::fs::copy(&log, keep.join(format!("node{i}.log")));
+            }
+            eprintln!("the nodes' logs are kept in {}", keep.display());
+        }
+        if std::env::var_os("HALO_TEST_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -302,6 +302,9 @@ pub struct HaloPaths {
     /// Extra agents directory searched before the system ones.
     pub agents_dir: Option<PathBuf>,
     pub authkey: PathBuf,
+    /// Whether halod runs halo-controld (`controller: off` leaves a node's daemons to be
+    /// driven by hand: the daemons' own tests, or debugging).
+    pub controller: bool,
 }
 
 impl Default for HaloPaths {
@@ -311,6 +314,7 @@ impl Default for HaloPaths {
             run_dir: PathBuf::from("/run/halo"),
             log_dir: PathBuf::from("/var/log/halo"),
             agents_dir: None,
+            controller: true,
             authkey: PathBuf::from("/etc/halo/authkey"),
         }
     }

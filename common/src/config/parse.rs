@@ -380,6 +380,7 @@ impl Parser {
                 "run_dir" => h.run_dir = path(p, "halo")?,
                 "log_dir" => h.log_dir = path(p, "halo")?,
                 "agents_dir" => h.agents_dir = Some(path(p, "halo")?),
+                "controller" => h.controller = boolean(p, "halo")?,
                 "authkey" => {
                     h.authkey = path(p, "halo")?;
                     self.authkey_set = true;

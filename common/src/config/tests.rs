@@ -415,6 +415,7 @@ fn round_trip_with_every_option_set() {
         log_dir: "/l".into(),
         agents_dir: Some("/a".into()),
         authkey: "/k".into(),
+        controller: false,
     };
     let again = ok(&c.to_corosync_conf());
     assert_eq!(again.config, c);

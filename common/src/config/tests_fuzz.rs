@@ -252,6 +252,7 @@ fn random_config(rng: &mut Rng) -> ClusterConfig {
     let h = &mut c.halo;
     h.state_dir = format!("/tmp/sandbox/node{}/state", rng.below(9)).into();
     h.agents_dir = rng.chance(2).then(|| "relative/agents".into());
+    h.controller = rng.chance(2);
     c
 }
 

@@ -111,6 +111,9 @@ impl ClusterConfig {
             let _ = writeln!(o, "    agents_dir: {}", show(a));
         }
         let _ = writeln!(o, "    authkey: {}", show(&h.authkey));
+        if !h.controller {
+            let _ = writeln!(o, "    controller: off");
+        }
         let _ = writeln!(o, "}}");
         o
     }

@@ -1,0 +1,190 @@
+//! halo-controld on a three-node sandbox with fence_sandbox and stonith-enabled (the
+//! default): ocf:heartbeat:Dummy with a 1 s monitor is started on one node; its state file
+//! deleted, the monitor fails and it restarts in place with fail count 1; its node killed,
+//! the node is fenced and the resource starts on a survivor; the controller of every node
+//! killed in turn, the resource is untouched. A watcher samples the agents' state files of
+//! the live nodes every 20 ms throughout: never two at once.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const DUMMY: &str = "/usr/lib/ocf/resource.d/heartbeat/Dummy";
+const NODES: [&str; 3] = ["node1", "node2", "node3"];
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+}
+
+fn halod_alive(sb: &Sandbox, node: &str) -> bool {
+    std::fs::read_to_string(sb.node_dir(node).join("halod.pid")).ok().and_then(|s| s.trim().parse().ok()).is_some_and(alive)
+}
+
+fn state_file(sb: &Sandbox, node: &str, rsc: &str) -> std::path::PathBuf {
+    sb.node_dir(node).join("run").join("rsctmp").join(format!("Dummy-{rsc}.state"))
+}
+
+/// The live nodes where the resource's state file exists.
+fn active_on(sb: &Sandbox, rsc: &str) -> Vec<String> {
+    NODES.iter().filter(|n| halod_alive(sb, n) && state_file(sb, n, rsc).exists()).map(|n| n.to_string()).collect()
+}
+
+fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t0.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn status_xml(sb: &Sandbox, node: &str) -> String {
+    sb.halo(node, &["cib", "query", "--section", "status"]).out
+}
+
+/// Samples the state files until stopped; remembers every moment with two.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    twice: Arc<Mutex<Vec<Vec<String>>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watcher {
+    fn start(sb: &Sandbox, rsc: &'static str) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let twice = Arc::new(Mutex::new(Vec::new()));
+        let dir = sb.dir.clone();
+        let (s, t) = (stop.clone(), twice.clone());
+        let thread = std::thread::spawn(move || {
+            let view = SandboxView { dir };
+            while !s.load(Ordering::Relaxed) {
+                let on = view.active_on(rsc);
+                if on.len() > 1 {
+                    t.lock().unwrap().push(on);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Watcher { stop, twice, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> Vec<Vec<String>> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.twice.lock().unwrap().clone()
+    }
+}
+
+/// The watcher's read-only view of the sandbox (the Sandbox itself stays with the test).
+struct SandboxView {
+    dir: std::path::PathBuf,
+}
+
+impl SandboxView {
+    fn active_on(&self, rsc: &str) -> Vec<String> {
+        NODES
+            .iter()
+            .filter(|n| {
+                let d = self.dir.join(n);
+                let up = std::fs::read_to_string(d.join("halod.pid")).ok().and_then(|s| s.trim().parse().ok()).is_some_and(alive);
+                up && d.join("run").join("rsctmp").join(format!("Dummy-{rsc}.state")).exists()
+            })
+            .map(|n| n.to_string())
+            .collect()
+    }
+}
+
+#[test]
+fn a_dummy_resource_is_kept_running_through_failures_and_never_runs_twice() {
+    if !have_loopback_aliases() {
+        eprintln!("skipped: 127.0.0.13 cannot be bound here");
+        return;
+    }
+    if !std::path::Path::new(DUMMY).exists() {
+        eprintln!("skipped: {DUMMY} is not installed (resource-agents)");
+        return;
+    }
+    let sb = Sandbox::create_cluster("controld", 3);
+    let t0 = Instant::now();
+    for n in NODES {
+        sb.start(n);
+    }
+    // Formation: a DC with every node joined.
+    wait_for(Duration::from_secs(20), "three nodes joined", || {
+        let s = status_xml(&sb, "node1");
+        (s.matches(r#"join="member""#).count() == 3 && sb.halo("node1", &["cib", "query"]).out.contains("dc-uuid=")).then_some(())
+    });
+    eprintln!("formation: {:?}", t0.elapsed());
+
+    let r = sb.halo("node1", &["stonith", "create", "fs", "fence_sandbox", "pcmk_host_list=node1 node2 node3"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    let dummy = r#"<primitive id="d1" class="ocf" provider="heartbeat" type="Dummy"><operations><op id="d1-mon" name="monitor" interval="1s" timeout="20s"/></operations></primitive>"#;
+    let r = sb.halo("node2", &["cib", "create", "-o", "resources", "--xml", dummy]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    let watcher = Watcher::start(&sb, "d1");
+    let first = wait_for(Duration::from_secs(20), "d1 started", || active_on(&sb, "d1").pop());
+    // Its start and monitor are recorded with the DC's transition keys.
+    wait_for(Duration::from_secs(10), "d1's monitor recorded", || status_xml(&sb, "node1").contains(r#"id="d1_monitor_1000""#).then_some(()));
+    let s = status_xml(&sb, "node3");
+    assert!(s.contains(r#"operation_key="d1_start_0""#) && s.contains("transition-key=") && s.contains("transition-magic="), "{s}");
+
+    // The monitor fails: restarted in place, fail count 1.
+    std::fs::remove_file(state_file(&sb, &first, "d1")).unwrap();
+    wait_for(Duration::from_secs(10), "fail count 1", || status_xml(&sb, "node1").contains(r#"name="fail-count-d1#monitor_1000" value="1""#).then_some(()));
+    let again = wait_for(Duration::from_secs(10), "d1 restarted", || active_on(&sb, "d1").pop());
+    assert_eq!(again, first, "restarted in place");
+    let s = status_xml(&sb, "node1");
+    assert!(s.contains(r#"id="d1_last_failure_0""#), "{s}");
+    // `halo status --output json`, the contract scripts rely on.
+    let r = sb.halo("node3", &["status", "--output", "json"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    let v: serde_json::Value = serde_json::from_str(&r.out).unwrap_or_else(|e| panic!("{e}: {}", r.out));
+    assert!(v["dc"].is_string() && v["quorate"] == true, "{v}");
+    assert_eq!(v["nodes"].as_array().unwrap().iter().filter(|n| n["state"] == "online").count(), 3, "{v}");
+    let d1 = v["resources"].as_array().unwrap().iter().find(|r| r["id"] == "d1").cloned().unwrap_or_default();
+    assert_eq!((d1["agent"].as_str(), d1["role"].as_str(), d1["failcount"].as_i64()), (Some("ocf:heartbeat:Dummy"), Some("Started"), Some(1)), "{v}");
+    assert_eq!(d1["nodes"], serde_json::json!([first]), "{v}");
+    let failed = v["failed_actions"].as_array().unwrap();
+    assert!(failed.iter().any(|f| f["resource"] == "d1" && f["op"] == "monitor" && f["interval_ms"] == 1000 && f["rc"] == 7), "{v}");
+    let text = sb.halo("node1", &["status"]).out;
+    assert!(text.contains("Current DC:") && text.contains("partition with quorum") && text.contains("* d1\t(ocf:heartbeat:Dummy):\t Started"), "{text}");
+
+    // The controllers killed one by one: respawned by halod, the resource left alone.
+    for n in NODES {
+        let before = std::fs::metadata(state_file(&sb, &first, "d1")).unwrap().modified().unwrap();
+        let pid = sb.pid_of(n, "controld").expect("controld's pid file");
+        // SAFETY: SIGKILL to a halo-controld of this sandbox (its pid file).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        wait_for(Duration::from_secs(15), "controld respawned", || sb.pid_of(n, "controld").filter(|&p| p != pid && alive(p)).map(|_| ()));
+        // Every node joined again under one DC.
+        wait_for(Duration::from_secs(20), "all joined again", || (status_xml(&sb, "node1").matches(r#"join="member""#).count() == 3).then_some(()));
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(active_on(&sb, "d1"), vec![first.clone()], "after killing {n}'s controller");
+        let after = std::fs::metadata(state_file(&sb, &first, "d1")).unwrap().modified().unwrap();
+        assert_eq!(before, after, "d1 was restarted when {n}'s controller was killed");
+    }
+
+    // Its node is lost: fenced (fence_sandbox reboots it), then d1 starts on a survivor.
+    let killed_at = Instant::now();
+    sb.kill(&first);
+    let moved = wait_for(Duration::from_secs(30), "d1 started elsewhere", || active_on(&sb, "d1").into_iter().find(|n| n != &first));
+    eprintln!("failover of a node kill: {:?}", killed_at.elapsed());
+    wait_for(Duration::from_secs(10), "the fencing recorded", || {
+        let h = sb.halo(&moved, &["stonith", "history", &first]);
+        h.out.contains(&format!("reboot of {first} successful")).then_some(())
+    });
+    // The rebooted node rejoins and is given nothing.
+    wait_for(Duration::from_secs(30), "all joined after the reboot", || (status_xml(&sb, "node1").matches(r#"join="member""#).count() == 3).then_some(()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(active_on(&sb, "d1"), vec![moved]);
+    let twice = watcher.finish();
+    assert!(twice.is_empty(), "d1 was active on two live nodes at once: {twice:?}");
+}

@@ -1,0 +1,21 @@
+//! halo-controld: the node's controller (the DC on one node of each quorate partition).
+
+use anyhow::{anyhow, Result};
+
+#[tokio::main]
+async fn main() {
+    // One line on failure, as every halo command: what failed and why.
+    if let Err(e) = run().await {
+        eprintln!("halo-controld: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<()> {
+    let args = common::args::DaemonArgs::parse("halo-controld", std::env::args().skip(1)).map_err(|e| anyhow!("{e}"))?;
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HALO_LOG").unwrap_or_else(|_| "info".into())).init();
+    let setup = controld::daemon::Setup::load(&args.config, args.node.as_deref())?;
+    let listener = proto::bind_local_api(&setup.socket).map_err(|e| anyhow!("{e}"))?;
+    let shutdown = proto::shutdown_signal()?;
+    controld::daemon::run(setup, listener, shutdown).await
+}

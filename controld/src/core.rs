@@ -1,0 +1,794 @@
+//! The controller of one node as a sans-IO state machine: the DC choice ([`Seniority`]),
+//! the join, the transition engine ([`Engine`]) on the DC, and on every node the local
+//! executor's voice. Inputs through [`Controller::handle`] and
+//! [`Controller::handle_timeout`]; outputs through [`Controller::poll_action`]; time comes
+//! in as [`Now`]. One task owns it (`daemon.rs`).
+//!
+//! # Driving it (the order is written down here, once)
+//!
+//! After every input the driver drains [`Controller::poll_action`] and performs the
+//! actions **in the order given**:
+//! * `CibWrite`s go to one writer that performs them one at a time, in order, and reports
+//!   each with `Input::WriteDone` (its raft index, or the refusal). The DC relies on that
+//!   order (node fields before the history that needs them) and confirms an action only
+//!   once the write of its result is acknowledged.
+//! * `Schedule { min_index }` runs the scheduler on a CIB that includes every write up to
+//!   `min_index` (read-your-writes: the follower's applied index must have reached it; no
+//!   sleep, no re-query, CONTROLLER-NOTES §9), answered by `Input::Graph`.
+//! * `Broadcast` goes to the process group; the sender receives its own message back, in
+//!   the group's order, like everyone (the DC's own results travel the same path).
+//! * `Exec` runs an op on the local executor (recurring ops through `Recur`: their results
+//!   arrive as executor events); every result comes back as `Input::ExecEvent`.
+//!   `CancelRecurring` is performed before any later `Exec` of the same resource.
+//! * `Fence` asks the local fencer; its end comes back as `Input::FenceDone`.
+//!
+//! # Who writes the status
+//!
+//! Only the DC writes `node_state`, history and failure attributes (Pacemaker's nodes write
+//! their own results and the DC learns them from the CIB diff, §3.3: halo sends the result
+//! to the DC, which records it and acts once it is committed — one hop less). A result
+//! carries its transition key; one of another DC or an older transition is recorded, never
+//! confirmed, and makes the DC plan again (§3.4).
+//!
+//! Deliberate deviations: see `seniority.rs` and `engine.rs`; shutdown requests, the
+//! attribute manager, cleanup and standby through the controller are not here yet.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use proto::controld as pb;
+use proto::execd as xpb;
+use scheduler::graph::{ActionKind, Graph};
+
+use crate::engine::{Engine, Outcome};
+use crate::records;
+use crate::seniority::Seniority;
+
+const OCF_NOT_RUNNING: i32 = 7;
+const OCF_RUNNING_PROMOTED: i32 = 8;
+const OCF_DEGRADED: i32 = 190;
+const OCF_DEGRADED_PROMOTED: i32 = 191;
+const OP_DONE: i32 = 0;
+const OP_CANCELLED: i32 = 1;
+const OP_TIMEOUT: i32 = 2;
+
+/// Monotonic milliseconds (timers) and the wall clock in epoch seconds (records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub ms: u64,
+    pub epoch_s: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub me: u32,
+    /// Configured nodes: id -> name.
+    pub nodes: BTreeMap<u32, String>,
+    /// This controller process's DC identity (in every transition key it makes).
+    pub dc_uuid: String,
+    /// How long a node whose controller left the group (its node still in the ring) may
+    /// take to come back before it counts as down: halod respawns a controller within
+    /// its back-off.
+    pub controller_grace_ms: u64,
+    /// How long a member may take to send its history after a DC change.
+    pub join_timeout_ms: u64,
+    /// At formation, how long the DC waits for configured nodes never seen before
+    /// (Pacemaker's `dc-deadtime`): scheduling earlier would fence them at startup.
+    pub startup_wait_ms: u64,
+    /// `stonith-max-attempts`.
+    pub stonith_max_attempts: u32,
+}
+
+impl Config {
+    pub fn new(me: u32, nodes: BTreeMap<u32, String>, dc_uuid: String) -> Config {
+        Config { me, nodes, dc_uuid, controller_grace_ms: 15_000, join_timeout_ms: 5_000, startup_wait_ms: 20_000, stonith_max_attempts: 10 }
+    }
+}
+
+/// What the scheduler's CIB said that the DC needs besides the graph.
+#[derive(Debug, Clone, Default)]
+pub struct CibFacts {
+    /// Failure attribute names (`fail-count-*`, `last-failure-*`) per node id.
+    pub fail_attrs: BTreeMap<String, Vec<String>>,
+    /// Nodes that have a `node_state`.
+    pub seen: BTreeSet<u32>,
+}
+
+#[derive(Debug)]
+pub enum Input {
+    /// The controllers' group changed. `left` says for each leaver whether its node left
+    /// the membership (true) or only its controller went (false).
+    Confchg { members: Vec<u32>, joined: Vec<u32>, left: Vec<(u32, bool)> },
+    Peer { from: u32, msg: pb::PeerMessage },
+    /// The membership layer's view: quorum and the nodes in the ring.
+    Quorum { quorate: bool, ring: Vec<u32> },
+    /// A committed CIB change; `replan`: it touches what scheduling reads beyond the
+    /// status the DC writes (configuration, transient attributes, tickets).
+    CibChanged { replan: bool },
+    /// The local executor's history (`<lrm_resources>`), after [`Action::ReadHistory`].
+    History { xml: String },
+    /// A result of the local executor.
+    ExecEvent(xpb::OpEvent),
+    /// The scheduler's answer to `Schedule { seq }`; None if it failed.
+    Graph { seq: u64, graph: Option<(Graph, CibFacts)> },
+    WriteDone { tag: u64, result: Result<u64, String> },
+    FenceDone { transition: u64, action: usize, ok: bool, reason: String },
+}
+
+#[derive(Debug)]
+pub enum Action {
+    Broadcast(pb::PeerMessage),
+    CibWrite { tag: u64, write: proto::cib::WriteRequest },
+    Schedule { seq: u64, min_index: u64 },
+    ReadHistory,
+    CancelRecurring { rsc: String, ops: Vec<(String, u64)> },
+    Exec { op: xpb::OpRequest },
+    Fence { transition: u64, action: usize, target: String, fence_action: String, timeout_ms: u64 },
+}
+
+/// Why a status write is made: what to do once it is acknowledged.
+#[derive(Debug, Clone)]
+enum AfterWrite {
+    Nothing,
+    Confirm { transition: u64, action: usize, ok: bool },
+    /// A refusal is expected and harmless (a conditional write).
+    MayBeRefused,
+}
+
+/// The DC role's state; rebuilt every time this node becomes DC.
+#[derive(Default)]
+struct DcState {
+    joined: BTreeSet<u32>,
+    /// Joins sent to this DC: the member's history, to be written.
+    since_ms: u64,
+    formation: bool,
+    writes: BTreeMap<u64, AfterWrite>,
+    last_index: u64,
+    dirty: bool,
+    scheduling: Option<u64>,
+    engine: Option<Engine>,
+    transitions: u64,
+    /// Controllers gone while their node stays: when they count as down.
+    gone: BTreeMap<u32, u64>,
+    fence_failures: BTreeMap<String, u32>,
+    /// The graph's `recheck-by` (epoch s).
+    recheck_by: Option<i64>,
+    seen: BTreeSet<u32>,
+    quorum_written: Option<bool>,
+    /// Failure attribute names per node id, from the CIB the current graph came from.
+    fail_attrs: BTreeMap<String, Vec<String>>,
+}
+
+pub struct Controller {
+    cfg: Config,
+    seniority: Seniority,
+    quorate: bool,
+    /// Nodes in the membership ring (their controllers may not be in the group).
+    ring: BTreeSet<u32>,
+    /// The DC this node last sent its history to.
+    joined_to: Option<u32>,
+    /// Recurring ops the local executor runs, per resource: (action, interval).
+    recurring: BTreeMap<String, BTreeSet<(String, u64)>>,
+    /// The agent of each resource the local executor ran (for the history's lrm_resource).
+    agents: BTreeMap<String, String>,
+    seen_other_dc: bool,
+    last_dc: Option<u32>,
+    dc: Option<DcState>,
+    next_tag: u64,
+    next_seq: u64,
+    outbox: VecDeque<Action>,
+    now: Now,
+}
+
+fn names_of(nodes: &BTreeMap<u32, String>, id: u32) -> String {
+    nodes.get(&id).cloned().unwrap_or_else(|| format!("node{id}"))
+}
+
+impl Controller {
+    pub fn new(cfg: Config, now: Now) -> Controller {
+        Controller {
+            seniority: Seniority::new(cfg.me),
+            cfg,
+            quorate: false,
+            ring: BTreeSet::new(),
+            joined_to: None,
+            recurring: BTreeMap::new(),
+            agents: BTreeMap::new(),
+            seen_other_dc: false,
+            last_dc: None,
+            dc: None,
+            next_tag: 1,
+            next_seq: 1,
+            outbox: VecDeque::new(),
+            now,
+        }
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.outbox.pop_front()
+    }
+
+    pub fn dc(&self) -> Option<u32> {
+        self.seniority.dc()
+    }
+
+    fn name(&self, id: u32) -> String {
+        names_of(&self.cfg.nodes, id)
+    }
+
+    fn id_of(&self, name: &str) -> Option<u32> {
+        self.cfg.nodes.iter().find(|(_, n)| n.as_str() == name).map(|(&id, _)| id)
+    }
+
+    /// The state the local API reports.
+    pub fn status(&self) -> pb::StatusReply {
+        let mut r = pb::StatusReply { node_id: self.cfg.me, dc: self.dc().unwrap_or(0), quorate: self.quorate, seniority: self.seniority.order().map(<[u32]>::to_vec).unwrap_or_default(), ..Default::default() };
+        if let Some(d) = &self.dc {
+            r.joined = d.joined.iter().copied().collect();
+            r.transitions = d.transitions;
+            r.state = if d.engine.is_some() {
+                "executing"
+            } else if d.scheduling.is_some() {
+                "scheduling"
+            } else if !d.writes.is_empty() || !self.all_joined(d) {
+                "waiting"
+            } else {
+                "idle"
+            }
+            .into();
+            if let Some(e) = &d.engine {
+                r.confirmed = e.confirmed() as u32;
+                r.failed = e.failed() as u32;
+                r.in_flight = e.in_flight() as u32;
+                r.actions = e.graph.actions.len() as u32;
+            }
+        }
+        r
+    }
+
+    pub fn handle(&mut self, now: Now, input: Input) {
+        self.now = now;
+        match input {
+            Input::Confchg { members, joined, left } => self.on_confchg(&members, &joined, &left),
+            Input::Peer { from, msg } => self.on_peer(from, msg),
+            Input::Quorum { quorate, ring } => {
+                self.ring = ring.into_iter().collect();
+                if quorate != self.quorate {
+                    self.quorate = quorate;
+                    if let Some(d) = self.dc.as_mut() {
+                        d.dirty = true;
+                    }
+                }
+            }
+            Input::CibChanged { replan } => {
+                if let Some(d) = self.dc.as_mut() {
+                    if replan {
+                        d.dirty = true;
+                        if let Some(e) = d.engine.as_mut() {
+                            e.abort();
+                        }
+                    }
+                }
+            }
+            Input::History { xml } => self.on_history(xml),
+            Input::ExecEvent(ev) => self.on_exec_event(ev),
+            Input::Graph { seq, graph } => self.on_graph(seq, graph),
+            Input::WriteDone { tag, result } => self.on_write_done(tag, result),
+            Input::FenceDone { transition, action, ok, reason } => self.on_fence_done(transition, action, ok, &reason),
+        }
+        self.step();
+    }
+
+    /// Timers: the engine's action timers, controllers that did not come back, the join
+    /// and formation waits, failure expiry.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let d = self.dc.as_ref()?;
+        let mut t: Vec<u64> = d.gone.values().copied().collect();
+        t.extend(d.engine.as_ref().and_then(Engine::poll_timeout));
+        if !self.all_joined_strict(d) {
+            t.push(d.since_ms + if d.formation { self.cfg.startup_wait_ms } else { self.cfg.join_timeout_ms });
+        }
+        if let Some(by) = d.recheck_by {
+            let wait_s = (by - self.now.epoch_s).max(0) as u64;
+            t.push(self.now.ms + wait_s * 1000 + 1000);
+        }
+        t.into_iter().min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.now = now;
+        let nodes = self.cfg.nodes.clone();
+        let mut writes = Vec::new();
+        if let Some(d) = self.dc.as_mut() {
+            let due: Vec<u32> = d.gone.iter().filter(|(_, &t)| t <= now.ms).map(|(&n, _)| n).collect();
+            for n in due {
+                d.gone.remove(&n);
+                writes.push(records::node_fields(&n.to_string(), &names_of(&nodes, n), &[("crmd", "offline")]));
+                if let Some(e) = d.engine.as_mut() {
+                    e.fail_node(&names_of(&nodes, n));
+                }
+                d.dirty = true;
+            }
+            if let Some(e) = d.engine.as_mut() {
+                if !e.handle_timeout(now.ms).is_empty() {
+                    d.dirty = true;
+                }
+            }
+            if d.recheck_by.is_some_and(|by| by <= now.epoch_s) {
+                d.recheck_by = None;
+                d.dirty = true;
+            }
+        }
+        for w in writes {
+            self.write(w, AfterWrite::Nothing);
+        }
+        self.step();
+    }
+
+    fn on_confchg(&mut self, members: &[u32], joined: &[u32], left: &[(u32, bool)]) {
+        let left_ids: Vec<u32> = left.iter().map(|l| l.0).collect();
+        if let Some(order) = self.seniority.on_confchg(members, joined, &left_ids) {
+            self.outbox.push_back(Action::Broadcast(pb::PeerMessage { body: Some(pb::peer_message::Body::Seniority(pb::Seniority { order })) }));
+        }
+        let nodes = self.cfg.nodes.clone();
+        let now = self.now;
+        let grace = self.cfg.controller_grace_ms;
+        let mut writes = Vec::new();
+        if let Some(d) = self.dc.as_mut() {
+            for &(n, node_down) in left {
+                d.joined.remove(&n);
+                if node_down {
+                    d.gone.remove(&n);
+                    writes.push(records::node_fields(&n.to_string(), &names_of(&nodes, n), &[("in_ccm", "false"), ("crmd", "offline")]));
+                    if let Some(e) = d.engine.as_mut() {
+                        e.fail_node(&names_of(&nodes, n));
+                    }
+                    d.dirty = true;
+                } else {
+                    d.gone.insert(n, now.ms + grace);
+                }
+            }
+            for n in joined {
+                d.gone.remove(n);
+            }
+        }
+        for w in writes {
+            self.write(w, AfterWrite::Nothing);
+        }
+        self.after_dc_change();
+    }
+
+    fn after_dc_change(&mut self) {
+        let now_dc = self.seniority.dc();
+        if let Some(dc) = now_dc {
+            self.last_dc = Some(dc);
+            if dc != self.cfg.me {
+                self.seen_other_dc = true;
+            }
+        }
+        // While a new order is being agreed (now_dc None) a DC keeps its state but starts
+        // nothing new (`step`); it gives the role up only to an agreed other DC.
+        if now_dc.is_some_and(|d| d != self.cfg.me) && self.dc.is_some() {
+            tracing::info!("no longer the DC");
+            self.dc = None;
+        }
+        if now_dc == Some(self.cfg.me) && self.dc.is_none() {
+            tracing::info!("this node is the DC now (formation: {})", !self.seen_other_dc);
+            self.dc = Some(DcState { since_ms: self.now.ms, formation: !self.seen_other_dc, dirty: true, ..Default::default() });
+            // Nodes that left before this DC took over (with the former DC, or while the
+            // order was being agreed) must not look alive to the scheduler.
+            // A node still in the ring whose controller is away (restarting) gets the same
+            // grace as if this DC had seen it leave.
+            let gone: Vec<u32> = self.cfg.nodes.keys().copied().filter(|n| !self.seniority.members().contains(n)).collect();
+            let grace_until = self.now.ms + self.cfg.controller_grace_ms;
+            for n in gone {
+                if self.ring.contains(&n) {
+                    self.dc.as_mut().expect("just set").gone.insert(n, grace_until);
+                } else {
+                    self.write(records::node_gone_if_known(&n.to_string()), AfterWrite::MayBeRefused);
+                }
+            }
+        }
+        if now_dc.is_some() && now_dc != self.joined_to {
+            // Members push their history to a new DC (§9): no offer round.
+            self.outbox.push_back(Action::ReadHistory);
+        }
+    }
+
+    /// The DC this node works for: the agreed one, else the last agreed while a new
+    /// order is awaited (its requests and results still count).
+    fn current_dc(&self) -> Option<u32> {
+        self.seniority.dc().or(self.last_dc)
+    }
+
+    fn on_peer(&mut self, from: u32, msg: pb::PeerMessage) {
+        use pb::peer_message::Body;
+        match msg.body {
+            Some(Body::Seniority(s)) => {
+                if self.seniority.on_announce(&s.order) {
+                    self.after_dc_change();
+                }
+            }
+            Some(Body::Join(j)) => self.on_join(from, j),
+            Some(Body::Execute(x)) => self.on_execute(from, x),
+            Some(Body::Result(r)) => self.on_result(from, r),
+            None => tracing::warn!("an empty message from node {from}: ignored"),
+        }
+    }
+
+    fn on_history(&mut self, xml: String) {
+        let Some(dc) = self.seniority.dc() else { return };
+        // Learn the recurring ops the executor runs (after a controller restart too).
+        if let Ok(doc) = cib::xml::parse(&xml) {
+            for r in doc.root.children_named("lrm_resource") {
+                let Some(id) = r.id() else { continue };
+                let agent = [r.attr("class"), r.attr("provider"), r.attr("type")].into_iter().flatten().filter(|p| !p.is_empty()).collect::<Vec<_>>().join(":");
+                self.agents.insert(id.to_string(), agent);
+                for op in r.children_named("lrm_rsc_op") {
+                    let iv: u64 = op.attr("interval").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    if iv > 0 {
+                        let action = op.attr("operation").unwrap_or("monitor").to_string();
+                        self.recurring.entry(id.to_string()).or_default().insert((action, iv));
+                    }
+                }
+            }
+        }
+        self.joined_to = Some(dc);
+        self.outbox.push_back(Action::Broadcast(pb::PeerMessage { body: Some(pb::peer_message::Body::Join(pb::Join { dc, history: xml })) }));
+    }
+
+    fn on_join(&mut self, from: u32, j: pb::Join) {
+        if j.dc != self.cfg.me || self.dc.is_none() {
+            return;
+        }
+        if !self.seniority.members().contains(&from) {
+            return;
+        }
+        let id = from.to_string();
+        let name = self.name(from);
+        let history = match records::replace_history(&id, &j.history) {
+            Ok(w) => w,
+            Err(e) => return tracing::warn!("node {name}'s history is refused: {e}"),
+        };
+        self.write(records::node_fields(&id, &name, &[("in_ccm", "true"), ("crmd", "online"), ("join", "member"), ("expected", "member")]), AfterWrite::Nothing);
+        self.write(history, AfterWrite::Nothing);
+        let d = self.dc.as_mut().expect("checked above");
+        d.gone.remove(&from);
+        d.joined.insert(from);
+        d.seen.insert(from);
+        d.dirty = true;
+        if let Some(e) = d.engine.as_mut() {
+            // A (re)joined node's history replaces what the graph was computed from.
+            e.abort();
+            e.fail_node(&name);
+        }
+        tracing::info!("node {name} joined");
+    }
+
+    /// The node side: the DC asks this node to run an op.
+    fn on_execute(&mut self, from: u32, x: pb::Execute) {
+        if x.to != self.cfg.me {
+            return;
+        }
+        let Some(op) = x.op else { return };
+        if Some(from) != self.current_dc() {
+            tracing::warn!("node {from} is not the DC: its request to {} {} is refused", op.action, op.rsc);
+            return;
+        }
+        // The executor stops a resource's recurring ops before it stops, moves or changes
+        // role (Pacemaker's controller cancels them first), and the DC forgets their records.
+        if matches!(op.action.as_str(), "stop" | "demote" | "promote" | "migrate_to") {
+            if let Some(ops) = self.recurring.remove(&op.rsc) {
+                let ops: Vec<(String, u64)> = ops.into_iter().collect();
+                for (action, iv) in &ops {
+                    self.outbox.push_back(Action::Broadcast(cancelled_result(from, &op, action, *iv)));
+                }
+                self.outbox.push_back(Action::CancelRecurring { rsc: op.rsc.clone(), ops });
+            }
+        }
+        self.agents.insert(op.rsc.clone(), op.agent.clone());
+        if op.interval_ms > 0 {
+            self.recurring.entry(op.rsc.clone()).or_default().insert((op.action.clone(), op.interval_ms));
+        }
+        let _ = x.transition_key;
+        self.outbox.push_back(Action::Exec { op });
+    }
+
+    fn on_exec_event(&mut self, ev: xpb::OpEvent) {
+        let Some(dc) = self.current_dc() else { return };
+        let key = cib::xml::parse(&ev.lrm_rsc_op).ok().and_then(|d| d.root.attr("transition-key").map(str::to_string)).unwrap_or_default();
+        let msg = pb::OpResult {
+            dc,
+            transition_key: key,
+            rsc: ev.rsc.clone(),
+            agent: self.agents.get(&ev.rsc).cloned().unwrap_or_default(),
+            lrm_rsc_op: ev.lrm_rsc_op.clone(),
+            task: ev.action.clone(),
+            interval_ms: ev.interval_ms,
+            rc: ev.rc,
+            op_status: ev.op_status,
+            exit_reason: ev.exit_reason.clone(),
+        };
+        self.outbox.push_back(Action::Broadcast(pb::PeerMessage { body: Some(pb::peer_message::Body::Result(msg)) }));
+    }
+
+    /// The DC: a node's result.
+    fn on_result(&mut self, from: u32, r: pb::OpResult) {
+        if r.dc != self.cfg.me || self.dc.is_none() {
+            return;
+        }
+        let node = from.to_string();
+        let name = self.name(from);
+        if r.op_status == OP_CANCELLED {
+            let op_id = format!("{}_{}_{}", r.rsc, r.task, r.interval_ms);
+            self.write(records::delete_op(&node, &r.rsc, &op_id), AfterWrite::Nothing);
+            return;
+        }
+        let parsed = records::parse_transition_key(&r.transition_key);
+        let expected = parsed.map(|p| p.2).unwrap_or(0);
+        let probe = r.task == "monitor" && r.interval_ms == 0;
+        let rc = match r.rc {
+            OCF_DEGRADED => 0,
+            OCF_DEGRADED_PROMOTED => OCF_RUNNING_PROMOTED,
+            x => x,
+        };
+        let as_expected = r.op_status == OP_DONE && rc == expected;
+        // A probe that finds a resource running or stopped reports state, not a failure.
+        let failure = !as_expected && !(probe && r.op_status == OP_DONE && matches!(rc, 0 | OCF_NOT_RUNNING | OCF_RUNNING_PROMOTED));
+        let agent = r.agent.clone();
+        let write = match records::record_op(&node, &name, &r.rsc, &agent, &r.lrm_rsc_op, failure) {
+            Ok(w) => w,
+            Err(e) => return tracing::warn!("a result from {name} is refused: {e}"),
+        };
+        let (uuid_matches, current) = {
+            let d = self.dc.as_ref().expect("checked above");
+            let mine = parsed.is_some_and(|p| p.3 == self.cfg.dc_uuid);
+            let current = parsed.and_then(|(a, t, _, _)| {
+                let e = d.engine.as_ref()?;
+                (mine && e.id == t && matches!(e.state(a), Some(crate::engine::ActionState::InFlight { .. }))).then_some((t, a))
+            });
+            (mine, current)
+        };
+        let on_fail_ignore = current.and_then(|(_, a)| self.dc.as_ref()?.engine.as_ref()?.action(a).cloned()).is_some_and(|a| matches!(&a.kind, ActionKind::Rsc(op) if op.on_fail.as_deref() == Some("ignore")));
+        match current {
+            Some((t, a)) => self.write(write, AfterWrite::Confirm { transition: t, action: a, ok: as_expected || on_fail_ignore }),
+            None => {
+                self.write(write, AfterWrite::Nothing);
+                // A result no graph waits for: a recurring op's later result, another DC's or
+                // an older transition's. Recorded; if it is not what was expected, plan again.
+                if !as_expected {
+                    let d = self.dc.as_mut().expect("checked above");
+                    d.dirty = true;
+                    if let Some(e) = d.engine.as_mut() {
+                        e.abort();
+                    }
+                }
+                let _ = uuid_matches;
+            }
+        }
+        if failure && !probe {
+            let start_fatal = self.dc.as_ref().and_then(|d| d.engine.as_ref()).map(|e| e.graph.start_failure_is_fatal).unwrap_or(true);
+            let attrs = records::failure_attrs(&r.rsc, &r.task, r.interval_ms, start_fatal, on_fail_ignore, self.now.epoch_s);
+            if !attrs.is_empty() {
+                self.write(records::transient_attrs(&node, &name, &attrs), AfterWrite::Nothing);
+            }
+        }
+        if r.op_status == OP_TIMEOUT {
+            tracing::warn!("{} {} on {name} timed out", r.rsc, r.task);
+        }
+    }
+
+    fn on_graph(&mut self, seq: u64, graph: Option<(Graph, CibFacts)>) {
+        let Some(d) = self.dc.as_mut() else { return };
+        if d.scheduling != Some(seq) {
+            return;
+        }
+        d.scheduling = None;
+        let Some((graph, facts)) = graph else {
+            tracing::error!("the scheduler failed; waiting for the next change");
+            return;
+        };
+        d.seen.extend(facts.seen.iter().copied());
+        if d.dirty {
+            // Something changed while the scheduler ran: its graph is obsolete (§3.1).
+            return;
+        }
+        d.recheck_by = graph.recheck_by;
+        d.transitions += 1;
+        let id = d.transitions;
+        let n = graph.actions.len();
+        if n == 0 {
+            tracing::info!("transition {id}: nothing to do");
+            return;
+        }
+        tracing::info!("transition {id}: {n} actions");
+        let mut e = Engine::new(id, graph);
+        let fired = e.fire(self.now.ms);
+        let d = self.dc.as_mut().expect("checked above");
+        d.engine = Some(e);
+        // Failure attributes a clear_failcount action removes: known now, from this CIB.
+        d.fail_attrs = facts.fail_attrs;
+        self.dispatch(fired);
+    }
+
+    fn dispatch(&mut self, fired: Vec<usize>) {
+        for i in fired {
+            let Some(d) = self.dc.as_ref() else { return };
+            let Some(e) = d.engine.as_ref() else { return };
+            let t = e.id;
+            let a = e.graph.actions[i].clone();
+            let stonith_timeout = e.graph.stonith_timeout_ms;
+            let target = a.node.as_ref().and_then(|(name, _)| self.id_of(name));
+            match &a.kind {
+                ActionKind::Pseudo => {}
+                ActionKind::Rsc(op) => {
+                    let Some(target) = target.filter(|n| self.seniority.members().contains(n)) else {
+                        tracing::warn!("{} cannot run: its node is not in the cluster", a.key);
+                        self.confirm(t, i, false);
+                        continue;
+                    };
+                    let key = records::transition_key(i, t, op.expected_rc, &self.cfg.dc_uuid);
+                    let mut meta: std::collections::HashMap<String, String> = op.meta.clone().into_iter().collect();
+                    meta.insert("transition_key".into(), key.clone());
+                    meta.insert("on_node".into(), self.name(target));
+                    meta.insert("on_node_uuid".into(), target.to_string());
+                    if op.is_probe() {
+                        meta.insert("op_target_rc".into(), op.expected_rc.to_string());
+                    }
+                    let req = xpb::OpRequest {
+                        rsc: op.rsc.clone(),
+                        agent: op.agent_spec(),
+                        action: op.task.clone(),
+                        params: op.params.clone().into_iter().collect(),
+                        meta,
+                        interval_ms: op.interval_ms,
+                        timeout_ms: op.timeout_ms,
+                    };
+                    let msg = pb::Execute { to: target, transition_key: key, op: Some(req) };
+                    self.outbox.push_back(Action::Broadcast(pb::PeerMessage { body: Some(pb::peer_message::Body::Execute(msg)) }));
+                }
+                ActionKind::Fence { action } => {
+                    let Some((name, _)) = &a.node else {
+                        self.confirm(t, i, false);
+                        continue;
+                    };
+                    self.outbox.push_back(Action::Fence { transition: t, action: i, target: name.clone(), fence_action: action.clone(), timeout_ms: stonith_timeout });
+                }
+                ActionKind::Shutdown => {
+                    // Shutdown requests are not implemented yet: nothing asks for one.
+                    self.confirm(t, i, true);
+                }
+                ActionKind::ClearFailcount { rsc } => {
+                    let node_id = a.node.as_ref().map(|(_, id)| id.clone()).unwrap_or_default();
+                    let names: Vec<String> = d.fail_attrs.get(&node_id).into_iter().flatten().filter(|n| attr_is_for(n, rsc)).cloned().collect();
+                    self.write(records::delete_op(&node_id, rsc, &format!("{rsc}_last_failure_0")), AfterWrite::Nothing);
+                    self.write(records::delete_transient_attrs(&node_id, &names), AfterWrite::Confirm { transition: t, action: i, ok: true });
+                }
+            }
+        }
+    }
+
+    fn confirm(&mut self, transition: u64, action: usize, ok: bool) {
+        let Some(d) = self.dc.as_mut() else { return };
+        let Some(e) = d.engine.as_mut().filter(|e| e.id == transition) else { return };
+        if e.confirm(action, ok) && !ok {
+            d.dirty = true;
+        }
+        let fired = e.fire(self.now.ms);
+        self.dispatch(fired);
+    }
+
+    fn on_write_done(&mut self, tag: u64, result: Result<u64, String>) {
+        let Some(d) = self.dc.as_mut() else { return };
+        let Some(after) = d.writes.remove(&tag) else { return };
+        match result {
+            Ok(index) => d.last_index = d.last_index.max(index),
+            Err(_) if matches!(after, AfterWrite::MayBeRefused) => {}
+            Err(e) => {
+                tracing::error!("a status write was refused: {e}");
+                d.dirty = true;
+            }
+        }
+        if let AfterWrite::Confirm { transition, action, ok } = after {
+            self.confirm(transition, action, ok);
+        }
+    }
+
+    fn on_fence_done(&mut self, transition: u64, action: usize, ok: bool, reason: &str) {
+        let Some(d) = self.dc.as_ref() else { return };
+        let Some(a) = d.engine.as_ref().filter(|e| e.id == transition).and_then(|e| e.action(action)).cloned() else { return };
+        let Some((name, node_id)) = a.node.clone() else { return };
+        if ok {
+            tracing::info!("node {name} was fenced");
+            self.dc.as_mut().expect("checked").fence_failures.remove(&name);
+            self.write(records::node_fields(&node_id, &name, &[("in_ccm", "false"), ("crmd", "offline"), ("join", "down"), ("expected", "down")]), AfterWrite::Nothing);
+            self.write(records::node_fenced(&node_id), AfterWrite::Confirm { transition, action, ok: true });
+        } else {
+            let max = self.cfg.stonith_max_attempts;
+            let d = self.dc.as_mut().expect("checked");
+            let n = d.fence_failures.entry(name.clone()).or_insert(0);
+            *n += 1;
+            tracing::error!("fencing {name} failed ({reason}); attempt {n} of {max}");
+            let give_up = *n >= max;
+            self.confirm(transition, action, false);
+            if give_up {
+                tracing::error!("too many failures to fence {name}: giving up until something else changes");
+                if let Some(d) = self.dc.as_mut() {
+                    d.dirty = false;
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, write: proto::cib::WriteRequest, after: AfterWrite) {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        if let Some(d) = self.dc.as_mut() {
+            d.writes.insert(tag, after);
+        }
+        self.outbox.push_back(Action::CibWrite { tag, write });
+    }
+
+    fn all_joined_strict(&self, d: &DcState) -> bool {
+        let members_joined = self.seniority.members().iter().all(|m| d.joined.contains(m));
+        if d.formation {
+            members_joined && self.cfg.nodes.keys().all(|n| d.joined.contains(n) || d.seen.contains(n) && !self.seniority.members().contains(n))
+        } else {
+            members_joined
+        }
+    }
+
+    fn all_joined(&self, d: &DcState) -> bool {
+        let wait = if d.formation { self.cfg.startup_wait_ms } else { self.cfg.join_timeout_ms };
+        self.all_joined_strict(d) || self.now.ms >= d.since_ms + wait
+    }
+
+    /// After every input: finish a done graph, and ask for a new one when due.
+    fn step(&mut self) {
+        let me = self.cfg.me;
+        let quorate = self.quorate;
+        let Some(d) = self.dc.as_mut() else { return };
+        if d.quorum_written != Some(quorate) {
+            d.quorum_written = Some(quorate);
+            self.write(records::cib_attrs(&me.to_string(), quorate), AfterWrite::Nothing);
+        }
+        let d = self.dc.as_mut().expect("checked");
+        if let Some(outcome) = d.engine.as_ref().and_then(Engine::outcome) {
+            let e = d.engine.take().expect("checked");
+            tracing::info!("transition {} {:?}: {} confirmed, {} failed", e.id, outcome, e.confirmed(), e.failed());
+            if outcome != Outcome::Complete {
+                d.dirty = true;
+            }
+        }
+        let d = self.dc.as_ref().expect("checked");
+        if self.seniority.dc() != Some(me) || !d.dirty || d.engine.is_some() || d.scheduling.is_some() || !d.writes.is_empty() || !quorate || !self.all_joined(d) {
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let d = self.dc.as_mut().expect("checked");
+        d.dirty = false;
+        d.scheduling = Some(seq);
+        tracing::debug!("scheduling (request {seq}, CIB index {})", d.last_index);
+        self.outbox.push_back(Action::Schedule { seq, min_index: d.last_index });
+    }
+}
+
+/// Whether a failure attribute name belongs to a resource (`fail-count-R#op_interval`).
+fn attr_is_for(name: &str, rsc: &str) -> bool {
+    ["fail-count-", "last-failure-"].iter().any(|p| name.strip_prefix(p).and_then(|r| r.strip_prefix(rsc)).is_some_and(|r| r.starts_with('#') || r.is_empty()))
+}
+
+/// The record of a recurring op this node cancelled, for the DC to forget.
+fn cancelled_result(dc: u32, op: &xpb::OpRequest, action: &str, interval_ms: u64) -> pb::PeerMessage {
+    pb::PeerMessage {
+        body: Some(pb::peer_message::Body::Result(pb::OpResult {
+            dc,
+            rsc: op.rsc.clone(),
+            agent: op.agent.clone(),
+            task: action.to_string(),
+            interval_ms,
+            op_status: OP_CANCELLED,
+            ..Default::default()
+        })),
+    }
+}

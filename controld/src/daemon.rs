@@ -1,0 +1,341 @@
+//! halo-controld, the daemon: one task owns the [`Controller`] core and performs its
+//! actions (the order is the one `core.rs` writes down); helpers only do I/O and report
+//! back through one bounded channel.
+//!
+//! ```text
+//! membershipd ── CpgJoin("halo-controld") ──► confchg / deliver ─┐
+//! membershipd ── Quorum (every 500 ms) ─────────────────────────►│
+//! cibd ── Watch (Follower: local copy + raft index) ────────────►│   core task
+//! execd ── Events (recurring results) ──────────────────────────►│   (Controller)
+//! helpers: writer (CIB writes, one at a time, in order), sender ─┤
+//!   (group messages, in order), exec / fence / history / scheduler ◄┘
+//! ```
+//! The scheduler runs on a blocking thread over a copy of the followed CIB taken once the
+//! copy includes the DC's own acknowledged writes; a panic there is caught and logged, the
+//! controller goes on (it is a library call, not a process: no IPC, no second copy of
+//! the CIB; see docs/architecture.md).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use common::config::ClusterConfig;
+use common::paths::{Daemon, NodePaths};
+use proto::controld as pb;
+use proto::controld::controller_server::{Controller as ControllerApi, ControllerServer};
+use proto::execd as xpb;
+use proto::execd::executor_client::ExecutorClient;
+use proto::fenced as fpb;
+use proto::fenced::fencer_client::FencerClient;
+use proto::membership as mpb;
+use proto::membership::membership_client::MembershipClient;
+use prost::Message as _;
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::core::{Action, CibFacts, Config, Controller, Input, Now};
+
+pub const GROUP: &str = "halo-controld";
+/// Bound of the core's input queue and of the writer's and sender's queues.
+const QUEUE: usize = 4096;
+/// How long a status write that raft could not take for want of a leader is offered again.
+const WRITE_RETRY_FOR: Duration = Duration::from_secs(30);
+
+pub struct Setup {
+    pub me: u32,
+    pub name: String,
+    pub nodes: BTreeMap<u32, String>,
+    pub socket: PathBuf,
+    pub cib_socket: PathBuf,
+    pub execd_socket: PathBuf,
+    pub fenced_socket: PathBuf,
+    pub membership_socket: PathBuf,
+}
+
+impl Setup {
+    pub fn load(config_path: &Path, node: Option<&str>) -> Result<Setup> {
+        let config = ClusterConfig::load(config_path).map_err(|e| anyhow!("{e}"))?.config;
+        let local = config.find_local(node).map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
+        let paths = NodePaths::from_config(&config);
+        Ok(Setup {
+            me: local.nodeid,
+            name: local.name,
+            nodes: config.nodes.iter().map(|n| (n.nodeid, n.name.clone())).collect(),
+            socket: paths.socket(Daemon::Controld),
+            cib_socket: paths.socket(Daemon::Cibd),
+            execd_socket: paths.socket(Daemon::Execd),
+            fenced_socket: paths.socket(Daemon::Fenced),
+            membership_socket: paths.socket(Daemon::Membershipd),
+        })
+    }
+}
+
+/// A DC identity for this process: a random UUID (version 4 layout).
+fn new_dc_uuid() -> String {
+    let b: [u8; 16] = rand::random();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-4{}-{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[16..20], &h[20..32])
+}
+
+struct Api {
+    status: mpsc::Sender<oneshot::Sender<pb::StatusReply>>,
+}
+
+#[tonic::async_trait]
+impl ControllerApi for Api {
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.status.send(tx).await.map_err(|_| Status::unavailable("the controller is stopping"))?;
+        rx.await.map(Response::new).map_err(|_| Status::unavailable("the controller is stopping"))
+    }
+}
+
+/// Whether a committed change touches what scheduling reads beyond the DC's own status
+/// writes: the configuration, transient attributes, tickets.
+fn replan_needed(change: &cibclient::Change) -> bool {
+    change.paths().any(|p| p.starts_with("/cib/configuration") || p.contains("transient_attributes") || p.contains("tickets"))
+        || change.patch.children_named("change").any(|c| c.iter_descendants().any(|e| e.name == "transient_attributes" || e.name == "configuration" || e.name == "tickets"))
+}
+
+fn facts_of(cib: &cib::Cib) -> CibFacts {
+    let mut f = CibFacts::default();
+    for ns in &cib.status.nodes {
+        if let Ok(id) = ns.id.parse() {
+            f.seen.insert(id);
+        }
+        let names: Vec<String> = ns.transient.iter().flat_map(|s| s.pairs.iter().map(|(k, _)| k.clone())).filter(|k| k.starts_with("fail-count-") || k.starts_with("last-failure-")).collect();
+        if !names.is_empty() {
+            f.fail_attrs.insert(ns.id.clone(), names);
+        }
+    }
+    f
+}
+
+/// The scheduler over one CIB: its graph and the facts the DC needs. A panic is caught.
+fn schedule(doc: cib::xml::Document) -> Option<(scheduler::graph::Graph, CibFacts)> {
+    let run = std::panic::catch_unwind(move || {
+        let cib = match cib::Cib::from_document(doc) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("the CIB cannot be scheduled: {e}");
+                return None;
+            }
+        };
+        let now = chrono::Utc::now().naive_utc();
+        let t0 = Instant::now();
+        let graph = scheduler::schedule(&cib, now).graph();
+        tracing::debug!("scheduler: {} actions in {:?}", graph.actions.len(), t0.elapsed());
+        Some((graph, facts_of(&cib)))
+    });
+    run.unwrap_or_else(|_| {
+        tracing::error!("the scheduler panicked; the controller goes on");
+        None
+    })
+}
+
+async fn connect(path: &Path) -> Result<Channel> {
+    proto::connect_unix_within(path.to_path_buf(), Duration::from_secs(60)).await.map_err(|e| anyhow!("{e}"))
+}
+
+pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    let t0 = Instant::now();
+    let now = move || Now { ms: t0.elapsed().as_millis() as u64, epoch_s: chrono::Utc::now().timestamp() };
+    let mut membership = MembershipClient::new(connect(&setup.membership_socket).await?);
+    let execd = ExecutorClient::new(connect(&setup.execd_socket).await?);
+    let fencer = FencerClient::new(connect(&setup.fenced_socket).await?);
+    let mut follower = {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match cibclient::Follower::start(&setup.cib_socket).await {
+                Ok(f) => break f,
+                Err(e) if Instant::now() >= deadline => return Err(anyhow!("{e}")),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    };
+    let writer_cib = cibclient::Cib::connect(&setup.cib_socket).await.map_err(|e| anyhow!("{e}"))?;
+    let mut events = execd.clone().events(xpb::EventsRequest {}).await.map_err(|e| anyhow!("halo-execd: {}", e.message()))?.into_inner();
+    let (mut group, pid) = proto::cpg_join(&mut membership, GROUP).await.map_err(|e| anyhow!("{e}"))?;
+    tracing::info!("node {} ({}) joined {GROUP}", setup.name, setup.me);
+
+    let (tx, mut rx) = mpsc::channel::<Input>(QUEUE);
+    // The writer: CIB writes one at a time, in order.
+    let (write_tx, mut write_rx) = mpsc::channel::<(u64, proto::cib::WriteRequest)>(QUEUE);
+    {
+        let tx = tx.clone();
+        let mut cib = writer_cib;
+        tokio::spawn(async move {
+            while let Some((tag, w)) = write_rx.recv().await {
+                // A write refused because raft had no leader changed nothing: send it again,
+                // in order, until a leader takes it (halo-cibd holds a write while it knows
+                // none, but refuses one whose leader vanished under it). Bounded: after
+                // WRITE_RETRY_FOR the refusal stands and the DC plans from what it has.
+                let t0 = Instant::now();
+                let result = loop {
+                    match cib.write(w.clone()).await {
+                        Err(cibclient::Error::Unavailable(_)) if t0.elapsed() < WRITE_RETRY_FOR => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        r => break r.map(|r| if r.changed { r.index } else { 0 }).map_err(|e| e.to_string()),
+                    }
+                };
+                if tx.send(Input::WriteDone { tag, result }).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    // The sender: group messages, in order.
+    let (send_tx, mut send_rx) = mpsc::channel::<pb::PeerMessage>(QUEUE);
+    {
+        let mut m = membership.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = send_rx.recv().await {
+                if let Err(e) = m.cpg_send(mpb::CpgSendRequest { group: GROUP.into(), data: msg.encode_to_vec(), pid }).await {
+                    tracing::error!("cannot send to {GROUP}: {}", e.message());
+                }
+            }
+        });
+    }
+    let (status_tx, mut status_rx) = mpsc::channel::<oneshot::Sender<pb::StatusReply>>(64);
+    let server = tonic::transport::Server::builder().add_service(ControllerServer::new(Api { status: status_tx })).serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
+    let mut server = Box::pin(server);
+
+    let mut core = Controller::new(Config::new(setup.me, setup.nodes.clone(), new_dc_uuid()), now());
+    let mut quorum_tick = tokio::time::interval(Duration::from_millis(500));
+    let mut pending_schedule: Option<(u64, u64)> = None;
+    let mut cancels: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+    let mut members: BTreeMap<u32, ()> = BTreeMap::new();
+    loop {
+        let timeout = core.poll_timeout().map(|ms| ms.saturating_sub(now().ms));
+        let sleep = tokio::time::sleep(Duration::from_millis(timeout.unwrap_or(3_600_000)));
+        tokio::select! {
+            r = &mut server => {
+                r.map_err(|e| anyhow!("local API stopped: {e}"))?;
+                tracing::info!("stopping");
+                return Ok(());
+            }
+            ev = group.message() => {
+                let ev = ev.map_err(|e| anyhow!("halo-membershipd: {}", e.message()))?.ok_or_else(|| anyhow!("halo-membershipd closed the group"))?;
+                match ev.event {
+                    Some(mpb::cpg_event::Event::Confchg(c)) => {
+                        let now_members: Vec<u32> = { let mut v: Vec<u32> = c.members.iter().map(|m| m.nodeid).collect(); v.sort_unstable(); v.dedup(); v };
+                        let joined: Vec<u32> = c.joined.iter().map(|m| m.nodeid).filter(|n| !members.contains_key(n)).collect();
+                        let left: Vec<(u32, bool)> = c.left.iter().filter(|m| !now_members.contains(&m.nodeid)).map(|m| (m.nodeid, m.reason == "nodedown")).collect();
+                        members = now_members.iter().map(|&n| (n, ())).collect();
+                        tracing::info!("{GROUP}: members {now_members:?}, joined {joined:?}, left {left:?}");
+                        // The ring as it is now, before the change is judged.
+                        if let Ok(q) = membership.quorum(mpb::QuorumRequest {}).await {
+                            let q = q.into_inner();
+                            core.handle(now(), Input::Quorum { quorate: q.quorate, ring: q.members.iter().map(|m| m.nodeid).collect() });
+                        }
+                        core.handle(now(), Input::Confchg { members: now_members, joined, left });
+                    }
+                    Some(mpb::cpg_event::Event::Deliver(d)) => {
+                        let from = d.from.map(|f| f.nodeid).unwrap_or(0);
+                        match pb::PeerMessage::decode(d.data.as_slice()) {
+                            Ok(msg) => core.handle(now(), Input::Peer { from, msg }),
+                            Err(e) => tracing::warn!("a malformed message from node {from} ignored: {e}"),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ = quorum_tick.tick() => {
+                if let Ok(q) = membership.quorum(mpb::QuorumRequest {}).await {
+                    let q = q.into_inner();
+                    core.handle(now(), Input::Quorum { quorate: q.quorate, ring: q.members.iter().map(|m| m.nodeid).collect() });
+                }
+            }
+            change = follower.next() => {
+                let change = change.map_err(|e| anyhow!("{e}"))?;
+                core.handle(now(), Input::CibChanged { replan: replan_needed(&change) });
+            }
+            ev = events.message() => {
+                let ev = ev.map_err(|e| anyhow!("halo-execd: {}", e.message()))?.ok_or_else(|| anyhow!("halo-execd closed its event stream"))?;
+                if ev.interval_ms > 0 {
+                    core.handle(now(), Input::ExecEvent(ev));
+                }
+            }
+            Some(input) = rx.recv() => core.handle(now(), input),
+            Some(reply) = status_rx.recv() => { let _ = reply.send(core.status()); }
+            _ = sleep, if timeout.is_some() => core.handle_timeout(now()),
+        }
+        while let Some(a) = core.poll_action() {
+            match a {
+                Action::Broadcast(m) => {
+                    if send_tx.try_send(m).is_err() {
+                        return Err(anyhow!("the group sender is {QUEUE} messages behind; restarting"));
+                    }
+                }
+                Action::CibWrite { tag, write } => {
+                    if write_tx.try_send((tag, write)).is_err() {
+                        return Err(anyhow!("the CIB writer is {QUEUE} writes behind; restarting"));
+                    }
+                }
+                Action::Schedule { seq, min_index } => pending_schedule = Some((seq, min_index)),
+                Action::ReadHistory => {
+                    let (mut ex, tx) = (execd.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        match ex.history(xpb::HistoryRequest {}).await {
+                            Ok(h) => drop(tx.send(Input::History { xml: h.into_inner().xml }).await),
+                            Err(e) => tracing::error!("cannot read the executor's history: {}", e.message()),
+                        }
+                    });
+                }
+                Action::CancelRecurring { rsc, ops } => {
+                    cancels.entry(rsc).or_default().extend(ops);
+                }
+                Action::Exec { op } => {
+                    let (mut ex, tx) = (execd.clone(), tx.clone());
+                    let cancel = cancels.remove(&op.rsc).unwrap_or_default();
+                    tokio::spawn(async move {
+                        for (action, interval_ms) in cancel {
+                            let _ = ex.cancel(xpb::CancelRequest { rsc: op.rsc.clone(), action, interval_ms }).await;
+                        }
+                        if op.interval_ms > 0 {
+                            if let Err(e) = ex.recur(op.clone()).await {
+                                tracing::error!("cannot start {} {}: {}", op.rsc, op.action, e.message());
+                            }
+                        } else {
+                            match ex.exec(op.clone()).await {
+                                Ok(r) => drop(tx.send(Input::ExecEvent(r.into_inner())).await),
+                                Err(e) => tracing::error!("cannot run {} {}: {}", op.rsc, op.action, e.message()),
+                            }
+                        }
+                    });
+                }
+                Action::Fence { transition, action, target, fence_action, timeout_ms } => {
+                    let (mut f, tx) = (fencer.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let req = fpb::FenceRequest { target: target.clone(), action: fence_action, timeout_ms, client: "halo-controld".into(), manual: false };
+                        let (ok, reason) = match f.fence(req).await {
+                            Ok(r) => {
+                                let r = r.into_inner();
+                                (r.op_status == 0, r.reason)
+                            }
+                            Err(e) => (false, e.message().to_string()),
+                        };
+                        let _ = tx.send(Input::FenceDone { transition, action, ok, reason }).await;
+                    });
+                }
+            }
+        }
+        // Schedule once the followed CIB includes the DC's own acknowledged writes.
+        if let Some((seq, min_index)) = pending_schedule {
+            if follower.index >= min_index {
+                pending_schedule = None;
+                let doc = follower.doc.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let graph = tokio::task::spawn_blocking(move || schedule(doc)).await.ok().flatten();
+                    let _ = tx.send(Input::Graph { seq, graph }).await;
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The transition engine: runs one transition graph, firing each action once its inputs
+//! are confirmed, and decides when the graph is done. Sans-IO: the caller sends what
+//! [`Engine::fire`] returns, reports results with [`Engine::confirm`], and passes time in.
+//!
+//! Spec: CONTROLLER-NOTES §3.2 (firing, batch-limit), §3.3 (the DC's own action timer:
+//! op timeout + `cluster-delay`), §3.5 (an abort never cancels work in flight; Complete,
+//! Stopped, Terminated), §3.6 (actions of a lost node fail at once).
+//!
+//! Deliberate deviations: an abort stops all further firing (Pacemaker's abort priority is
+//! INFINITY in almost every case; priorities below it are not modelled);
+//! `node-action-limit` and `migration-limit` are not applied yet (`batch-limit` is).
+
+use scheduler::graph::{ActionKind, Graph, GraphAction};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionState {
+    Waiting,
+    /// Sent; the deadline (ms) of the DC's own timer, if the action has one.
+    InFlight { deadline_ms: Option<u64> },
+    Confirmed,
+    Failed,
+}
+
+/// How a finished graph ended (Pacemaker's words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every action confirmed.
+    Complete,
+    /// Aborted: some actions were skipped; a new graph must be computed.
+    Stopped,
+    /// Actions failed and others could not fire because of them.
+    Terminated,
+}
+
+pub struct Engine {
+    /// The transition's number (in its transition keys).
+    pub id: u64,
+    pub graph: Graph,
+    state: Vec<ActionState>,
+    aborted: bool,
+}
+
+impl Engine {
+    pub fn new(id: u64, graph: Graph) -> Engine {
+        let state = vec![ActionState::Waiting; graph.actions.len()];
+        Engine { id, graph, state, aborted: false }
+    }
+
+    pub fn action(&self, i: usize) -> Option<&GraphAction> {
+        self.graph.actions.get(i)
+    }
+
+    pub fn state(&self, i: usize) -> Option<ActionState> {
+        self.state.get(i).copied()
+    }
+
+    fn count(&self, f: impl Fn(&ActionState) -> bool) -> usize {
+        self.state.iter().filter(|s| f(s)).count()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.count(|s| matches!(s, ActionState::InFlight { .. }))
+    }
+    pub fn confirmed(&self) -> usize {
+        self.count(|s| *s == ActionState::Confirmed)
+    }
+    pub fn failed(&self) -> usize {
+        self.count(|s| *s == ActionState::Failed)
+    }
+
+    fn ready(&self, i: usize) -> bool {
+        self.state[i] == ActionState::Waiting && self.graph.actions[i].inputs.iter().all(|&j| self.state.get(j) == Some(&ActionState::Confirmed))
+    }
+
+    /// Fire every action that may run now: inputs confirmed, not aborted, within
+    /// `batch-limit`. Pseudo actions are confirmed on the spot (which may make others
+    /// ready). Returns the actions to send, in graph order.
+    pub fn fire(&mut self, now_ms: u64) -> Vec<usize> {
+        let mut out = Vec::new();
+        if self.aborted {
+            return out;
+        }
+        loop {
+            let mut progressed = false;
+            for i in 0..self.graph.actions.len() {
+                if !self.ready(i) {
+                    continue;
+                }
+                let a = &self.graph.actions[i];
+                if matches!(a.kind, ActionKind::Pseudo) {
+                    self.state[i] = ActionState::Confirmed;
+                    progressed = true;
+                    continue;
+                }
+                let limit = self.graph.batch_limit;
+                if limit > 0 && self.in_flight() >= limit {
+                    continue;
+                }
+                let deadline_ms = match &a.kind {
+                    ActionKind::Rsc(op) => Some(now_ms + op.timeout_ms + self.graph.cluster_delay_ms),
+                    _ => None,
+                };
+                self.state[i] = ActionState::InFlight { deadline_ms };
+                out.push(i);
+                progressed = true;
+            }
+            if !progressed {
+                return out;
+            }
+        }
+    }
+
+    /// The result of an action in flight. False (and nothing changes) if it was not in
+    /// flight: a duplicate or late result never counts twice.
+    pub fn confirm(&mut self, i: usize, ok: bool) -> bool {
+        match self.state.get(i) {
+            Some(ActionState::InFlight { .. }) => {
+                self.state[i] = if ok { ActionState::Confirmed } else { ActionState::Failed };
+                if !ok {
+                    self.aborted = true;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Nothing more fires from this graph; what is in flight still finishes.
+    pub fn abort(&mut self) {
+        self.aborted = true;
+    }
+
+    pub fn is_aborted(&self) -> bool {
+        self.aborted
+    }
+
+    /// A node left: its actions in flight fail now (§3.6). Returns them.
+    pub fn fail_node(&mut self, node_name: &str) -> Vec<usize> {
+        let hit: Vec<usize> = (0..self.state.len())
+            .filter(|&i| matches!(self.state[i], ActionState::InFlight { .. }))
+            .filter(|&i| self.graph.actions[i].node.as_ref().is_some_and(|(n, _)| n == node_name) && !matches!(self.graph.actions[i].kind, ActionKind::Fence { .. }))
+            .collect();
+        for &i in &hit {
+            self.confirm(i, false);
+        }
+        hit
+    }
+
+    /// Actions whose timer expired by `now_ms`: failed. Returns them.
+    pub fn handle_timeout(&mut self, now_ms: u64) -> Vec<usize> {
+        let hit: Vec<usize> = (0..self.state.len()).filter(|&i| matches!(self.state[i], ActionState::InFlight { deadline_ms: Some(d) } if d <= now_ms)).collect();
+        for &i in &hit {
+            self.confirm(i, false);
+        }
+        hit
+    }
+
+    /// The earliest action timer.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.state.iter().filter_map(|s| if let ActionState::InFlight { deadline_ms } = s { *deadline_ms } else { None }).min()
+    }
+
+    /// Done: nothing in flight and nothing can fire. None while still running.
+    pub fn outcome(&self) -> Option<Outcome> {
+        if self.in_flight() > 0 {
+            return None;
+        }
+        let waiting = self.count(|s| *s == ActionState::Waiting);
+        if waiting == 0 {
+            return Some(if self.failed() > 0 { Outcome::Terminated } else { Outcome::Complete });
+        }
+        if self.aborted {
+            return Some(if self.failed() > 0 && (0..self.state.len()).all(|i| self.state[i] != ActionState::Waiting || !self.ready(i)) { Outcome::Terminated } else { Outcome::Stopped });
+        }
+        // Waiting actions none of which can ever fire: their inputs failed.
+        if (0..self.state.len()).all(|i| self.state[i] != ActionState::Waiting || !self.ready(i)) {
+            return Some(Outcome::Terminated);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scheduler::graph::RscOp;
+
+    fn rsc(id: usize, node: &str, inputs: &[usize]) -> GraphAction {
+        GraphAction {
+            id,
+            priority: 0,
+            inputs: inputs.to_vec(),
+            key: format!("r{id}_start_0"),
+            node: Some((node.into(), node.into())),
+            kind: ActionKind::Rsc(RscOp { rsc: format!("r{id}"), task: "start".into(), timeout_ms: 20_000, ..Default::default() }),
+        }
+    }
+
+    fn graph(actions: Vec<GraphAction>) -> Graph {
+        Graph { actions, cluster_delay_ms: 60_000, ..Default::default() }
+    }
+
+    #[test]
+    fn fires_in_dependency_order_and_completes() {
+        let mut p = rsc(1, "", &[0]);
+        p.kind = ActionKind::Pseudo;
+        let mut e = Engine::new(1, graph(vec![rsc(0, "n1", &[]), p, rsc(2, "n2", &[1])]));
+        assert_eq!(e.fire(0), vec![0]);
+        assert_eq!(e.outcome(), None);
+        assert!(e.confirm(0, true));
+        assert!(!e.confirm(0, true), "a duplicate result is ignored");
+        assert_eq!(e.fire(10), vec![2], "the pseudo action is confirmed on the spot");
+        assert!(e.confirm(2, true));
+        assert_eq!(e.fire(20), Vec::<usize>::new());
+        assert_eq!(e.outcome(), Some(Outcome::Complete));
+    }
+
+    #[test]
+    fn batch_limit_bounds_actions_in_flight() {
+        let mut g = graph((0..5).map(|i| rsc(i, "n1", &[])).collect());
+        g.batch_limit = 2;
+        let mut e = Engine::new(1, g);
+        assert_eq!(e.fire(0).len(), 2);
+        assert_eq!(e.fire(0).len(), 0);
+        e.confirm(0, true);
+        assert_eq!(e.fire(0).len(), 1);
+        assert_eq!(e.in_flight(), 2);
+    }
+
+    #[test]
+    fn a_failure_aborts_but_work_in_flight_finishes() {
+        let mut e = Engine::new(1, graph(vec![rsc(0, "n1", &[]), rsc(1, "n2", &[]), rsc(2, "n1", &[0, 1])]));
+        assert_eq!(e.fire(0), vec![0, 1]);
+        e.confirm(0, false);
+        assert_eq!(e.fire(0), Vec::<usize>::new());
+        assert_eq!(e.outcome(), None, "action 1 is still in flight");
+        e.confirm(1, true);
+        assert_eq!(e.outcome(), Some(Outcome::Terminated));
+    }
+
+    #[test]
+    fn an_abort_stops_firing_and_ends_stopped() {
+        let mut e = Engine::new(1, graph(vec![rsc(0, "n1", &[]), rsc(1, "n1", &[0])]));
+        e.fire(0);
+        e.abort();
+        e.confirm(0, true);
+        assert!(e.fire(0).is_empty());
+        assert_eq!(e.outcome(), Some(Outcome::Stopped));
+    }
+
+    #[test]
+    fn timers_and_lost_nodes_fail_actions() {
+        let mut e = Engine::new(1, graph(vec![rsc(0, "n1", &[]), rsc(1, "n2", &[])]));
+        e.fire(1000);
+        assert_eq!(e.poll_timeout(), Some(81_000));
+        assert_eq!(e.fail_node("n2"), vec![1]);
+        assert_eq!(e.handle_timeout(80_999), Vec::<usize>::new());
+        assert_eq!(e.handle_timeout(81_000), vec![0]);
+        assert_eq!(e.outcome(), Some(Outcome::Terminated));
+    }
+}

@@ -1,0 +1,279 @@
+//! The status writes the DC makes, as CIB writes: node states, executor history, failure
+//! attributes. Pure functions of their inputs (no CIB read), so each write says exactly
+//! what it changes; paths are scoped by node, since record ids repeat across nodes.
+//!
+//! Spec: CONTROLLER-NOTES §2.1 (`node_state` fields), §3.3 (record ids, transition key and
+//! magic), §4.1 (`fail-count-*`, `last-failure-*` and their increments), §5.2 (after
+//! fencing: `join=down`, `expected=down`, history and transient attributes deleted);
+//! EXECD-NOTES §6 (the `lrm_rsc_op` record).
+
+use cib::xml::Element;
+use proto::cib as pb;
+
+/// `action:transition:expected-rc:dc-uuid`.
+pub fn transition_key(action: usize, transition: u64, expected_rc: i32, dc_uuid: &str) -> String {
+    format!("{action}:{transition}:{expected_rc}:{dc_uuid}")
+}
+
+/// A transition key's parts: (action, transition, expected rc, DC uuid).
+pub fn parse_transition_key(key: &str) -> Option<(usize, u64, i32, &str)> {
+    let mut it = key.splitn(4, ':');
+    let a = it.next()?.parse().ok()?;
+    let t = it.next()?.parse().ok()?;
+    let rc = it.next()?.parse().ok()?;
+    let uuid = it.next()?;
+    Some((a, t, rc, uuid))
+}
+
+fn modify(xml: Element) -> pb::WriteRequest {
+    pb::WriteRequest { op: Some(pb::write_request::Op::Modify(pb::Modify { xml: xml.to_xml() })) }
+}
+
+fn patch(changes: Vec<Element>) -> pb::WriteRequest {
+    let mut diff = Element::new("diff");
+    diff.set_attr("format", "2");
+    for c in changes {
+        diff.push(c);
+    }
+    pb::WriteRequest { op: Some(pb::write_request::Op::Patch(pb::Patch { xml: diff.to_xml() })) }
+}
+
+fn delete_change(path: &str) -> Element {
+    let mut c = Element::new("change");
+    c.set_attr("operation", "delete");
+    c.set_attr("path", path);
+    c
+}
+
+fn node_path(node_id: &str) -> String {
+    format!("/cib/status/node_state[@id='{node_id}']")
+}
+
+/// `<status><node_state id uname ...attrs/></status>` wrapping `children`.
+fn node_state(node_id: &str, uname: &str, attrs: &[(&str, &str)], children: Vec<Element>) -> Element {
+    let mut ns = Element::new("node_state");
+    ns.set_attr("id", node_id);
+    ns.set_attr("uname", uname);
+    for (k, v) in attrs {
+        ns.set_attr(k, v);
+    }
+    for c in children {
+        ns.push(c);
+    }
+    let mut status = Element::new("status");
+    status.push(ns);
+    status
+}
+
+/// Set a node's membership fields (created if the node has no state yet).
+pub fn node_fields(node_id: &str, uname: &str, attrs: &[(&str, &str)]) -> pb::WriteRequest {
+    let mut all: Vec<(&str, &str)> = attrs.to_vec();
+    all.push(("crm-debug-origin", "halo-controld"));
+    modify(node_state(node_id, uname, &all, Vec::new()))
+}
+
+/// A node that is not in the cluster: `in_ccm=false`, `crmd=offline`, only if it has a
+/// state (a node never seen keeps none, so the scheduler still treats it as never seen:
+/// startup fencing). The CIB refuses the write when there is no state; nothing changes.
+pub fn node_gone_if_known(node_id: &str) -> pb::WriteRequest {
+    let mut c = Element::new("change");
+    c.set_attr("operation", "modify");
+    c.set_attr("path", &node_path(node_id));
+    let mut list = Element::new("change-list");
+    for (k, v) in [("in_ccm", "false"), ("crmd", "offline")] {
+        let mut a = Element::new("change-attr");
+        a.set_attr("name", k);
+        a.set_attr("operation", "set");
+        a.set_attr("value", v);
+        list.push(a);
+    }
+    c.push(list);
+    patch(vec![c])
+}
+
+/// The `<cib>` attributes the DC owns: `dc-uuid` and `have-quorum`.
+pub fn cib_attrs(dc_node_id: &str, quorate: bool) -> pb::WriteRequest {
+    let mut cib = Element::new("cib");
+    cib.set_attr("dc-uuid", dc_node_id);
+    cib.set_attr("have-quorum", if quorate { "1" } else { "0" });
+    modify(cib)
+}
+
+/// Replace a node's whole history with `lrm_resources` (the executor's `<lrm_resources>`),
+/// as the join does: one write, so no reader sees the node without history. The node
+/// must have a state already (write [`node_fields`] first).
+pub fn replace_history(node_id: &str, lrm_resources: &str) -> Result<pb::WriteRequest, String> {
+    let resources = cib::xml::parse(lrm_resources).map_err(|e| format!("a node's history does not parse: {e}"))?.root;
+    if resources.name != "lrm_resources" {
+        return Err(format!("a node's history is <{}>, not <lrm_resources>", resources.name));
+    }
+    let mut lrm = Element::new("lrm");
+    lrm.set_attr("id", node_id);
+    lrm.push(resources);
+    let mut create = Element::new("change");
+    create.set_attr("operation", "create");
+    create.set_attr("path", &node_path(node_id));
+    create.set_attr("position", "0");
+    create.push(lrm);
+    Ok(patch(vec![delete_change(&format!("{}/lrm", node_path(node_id))), create]))
+}
+
+/// After fencing: the node is down and ran nothing; its history and transient attributes
+/// are gone (they died with it).
+pub fn node_fenced(node_id: &str) -> pb::WriteRequest {
+    patch(vec![delete_change(&format!("{}/lrm", node_path(node_id))), delete_change(&format!("{}/transient_attributes", node_path(node_id)))])
+}
+
+/// One op result into a node's history: its record (`lrm_rsc_op` as the executor made it,
+/// with the transition key), and for a failure a copy as `<rsc>_last_failure_0`.
+pub fn record_op(node_id: &str, uname: &str, rsc: &str, agent: &str, op_xml: &str, failed: bool) -> Result<pb::WriteRequest, String> {
+    let op = cib::xml::parse(op_xml).map_err(|e| format!("an op record does not parse: {e}"))?.root;
+    if op.name != "lrm_rsc_op" || op.id().is_none() {
+        return Err(format!("an op record is <{}> without an id", op.name));
+    }
+    let mut r = Element::new("lrm_resource");
+    r.set_attr("id", rsc);
+    let mut parts = agent.splitn(3, ':');
+    let (class, second, third) = (parts.next().unwrap_or(""), parts.next(), parts.next());
+    r.set_attr("class", class);
+    match (second, third) {
+        (Some(p), Some(t)) => {
+            r.set_attr("provider", p);
+            r.set_attr("type", t);
+        }
+        (Some(t), None) => r.set_attr("type", t),
+        _ => {}
+    }
+    if failed {
+        let mut f = op.clone();
+        f.set_attr("id", &format!("{rsc}_last_failure_0"));
+        r.push(f);
+    }
+    r.push(op);
+    let mut list = Element::new("lrm_resources");
+    list.push(r);
+    let mut lrm = Element::new("lrm");
+    lrm.set_attr("id", node_id);
+    lrm.push(list);
+    Ok(modify(node_state(node_id, uname, &[], vec![lrm])))
+}
+
+/// Forget one record (a cancelled recurring op).
+pub fn delete_op(node_id: &str, rsc: &str, op_id: &str) -> pb::WriteRequest {
+    patch(vec![delete_change(&format!("{}/lrm/lrm_resources/lrm_resource[@id='{rsc}']/lrm_rsc_op[@id='{op_id}']", node_path(node_id)))])
+}
+
+/// Forget a resource's whole history on a node (cleanup, refresh): it is probed again.
+pub fn delete_resource_history(node_id: &str, rsc: &str) -> pb::WriteRequest {
+    patch(vec![delete_change(&format!("{}/lrm/lrm_resources/lrm_resource[@id='{rsc}']", node_path(node_id)))])
+}
+
+/// Transient node attributes (`status-<node>` set, nvpair ids `status-<node>-<name>` with
+/// `#` made `.`); a value may be Pacemaker's `value++`.
+pub fn transient_attrs(node_id: &str, uname: &str, attrs: &[(String, String)]) -> pb::WriteRequest {
+    let mut set = Element::new("instance_attributes");
+    set.set_attr("id", &format!("status-{node_id}"));
+    for (name, value) in attrs {
+        let mut nv = Element::new("nvpair");
+        nv.set_attr("id", &format!("status-{node_id}-{}", name.replace('#', ".")));
+        nv.set_attr("name", name);
+        nv.set_attr("value", value);
+        set.push(nv);
+    }
+    let mut ta = Element::new("transient_attributes");
+    ta.set_attr("id", node_id);
+    ta.push(set);
+    modify(node_state(node_id, uname, &[], vec![ta]))
+}
+
+/// Delete transient attributes by name.
+pub fn delete_transient_attrs(node_id: &str, names: &[String]) -> pb::WriteRequest {
+    patch(
+        names
+            .iter()
+            .map(|n| delete_change(&format!("{}/transient_attributes/instance_attributes/nvpair[@name='{n}']", node_path(node_id))))
+            .collect(),
+    )
+}
+
+/// The failure attributes a failed op sets (§4.1): the fail count (`value++`, or
+/// INFINITY for a stop, and for a start when `start-failure-is-fatal`) and the time.
+/// Probes never count; `on-fail=ignore` sets only the time.
+pub fn failure_attrs(rsc: &str, task: &str, interval_ms: u64, start_fatal: bool, on_fail_ignore: bool, now_s: i64) -> Vec<(String, String)> {
+    if task == "monitor" && interval_ms == 0 || matches!(task, "notify" | "migrate_to" | "migrate_from" | "reload" | "meta-data") {
+        return Vec::new();
+    }
+    let suffix = format!("{rsc}#{task}_{interval_ms}");
+    let mut out = Vec::new();
+    if !on_fail_ignore {
+        let count = if task == "stop" || task == "start" && start_fatal { "INFINITY".to_string() } else { "value++".to_string() };
+        out.push((format!("fail-count-{suffix}"), count));
+    }
+    out.push((format!("last-failure-{suffix}"), now_s.to_string()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(doc: &cib::xml::Document, w: &pb::WriteRequest) -> cib::xml::Document {
+        let op = match w.op.as_ref().unwrap() {
+            pb::write_request::Op::Modify(m) => cib::ops::Op::Modify { xml: cib::xml::parse(&m.xml).unwrap().root },
+            pb::write_request::Op::Patch(p) => cib::ops::Op::Patch { diff: cib::xml::parse(&p.xml).unwrap().root },
+            _ => unreachable!(),
+        };
+        cib::ops::apply(doc, &op).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const CIB: &str = r#"<cib crm_feature_set="3.16.1" validate-with="pacemaker-3.9" epoch="1" num_updates="0" admin_epoch="0"><configuration><crm_config/><nodes><node id="1" uname="n1"/><node id="2" uname="n2"/></nodes><resources><primitive id="d" class="ocf" provider="heartbeat" type="Dummy"/></resources><constraints/></configuration><status/></cib>"#;
+
+    #[test]
+    fn writes_build_a_status_the_cib_accepts() {
+        let mut doc = cib::xml::parse(CIB).unwrap();
+        for n in ["1", "2"] {
+            doc = apply(&doc, &node_fields(n, &format!("n{n}"), &[("in_ccm", "true"), ("crmd", "online"), ("join", "member"), ("expected", "member")]));
+        }
+        let hist = r#"<lrm_resources><lrm_resource id="d" class="ocf" provider="heartbeat" type="Dummy"><lrm_rsc_op id="d_last_0" operation_key="d_start_0" operation="start" call-id="2" rc-code="0" op-status="0" interval="0"/></lrm_resource></lrm_resources>"#;
+        doc = apply(&doc, &replace_history("2", hist).unwrap());
+        doc = apply(&doc, &replace_history("2", hist).unwrap());
+        doc = apply(&doc, &replace_history("1", "<lrm_resources/>").unwrap());
+        let key = transition_key(3, 7, 0, "abc");
+        let op = format!(r#"<lrm_rsc_op id="d_monitor_10000" operation_key="d_monitor_10000" operation="monitor" call-id="3" rc-code="7" op-status="0" interval="10000" transition-key="{key}"/>"#);
+        doc = apply(&doc, &record_op("2", "n2", "d", "ocf:heartbeat:Dummy", &op, true).unwrap());
+        doc = apply(&doc, &transient_attrs("2", "n2", &failure_attrs("d", "monitor", 10_000, true, false, 1000)));
+        doc = apply(&doc, &transient_attrs("2", "n2", &failure_attrs("d", "monitor", 10_000, true, false, 1001)));
+        let c = cib::Cib::from_document(doc.clone()).unwrap();
+        let n2 = c.status.nodes.iter().find(|n| n.id == "2").unwrap();
+        assert_eq!(n2.lrm.len(), 1);
+        let ids: Vec<&str> = n2.lrm[0].ops.iter().map(|o| o.id.as_str()).collect();
+        assert_eq!(ids, ["d_last_0", "d_last_failure_0", "d_monitor_10000"]);
+        assert_eq!(n2.lrm[0].ops[2].target_rc(), Some(0));
+        let xml = doc.to_xml();
+        assert!(xml.contains(r#"name="fail-count-d#monitor_10000" value="2""#), "{xml}");
+        assert!(xml.contains(r#"name="last-failure-d#monitor_10000" value="1001""#), "{xml}");
+        // Record ids repeat across nodes: a delete names its node.
+        doc = apply(&doc, &record_op("1", "n1", "d", "ocf:heartbeat:Dummy", &op, false).unwrap());
+        doc = apply(&doc, &delete_op("1", "d", "d_monitor_10000"));
+        let c = cib::Cib::from_document(doc.clone()).unwrap();
+        assert!(c.status.nodes.iter().find(|n| n.id == "2").unwrap().lrm[0].ops.iter().any(|o| o.id == "d_monitor_10000"));
+        doc = apply(&doc, &node_gone_if_known("2"));
+        assert!(doc.to_xml().contains(r#"<node_state id="2" uname="n2" in_ccm="false" crmd="offline" join="member""#));
+        doc = apply(&doc, &node_fenced("2"));
+        let c = cib::Cib::from_document(doc).unwrap();
+        let n2 = c.status.nodes.iter().find(|n| n.id == "2").unwrap();
+        assert!(n2.lrm.is_empty() && n2.transient.is_empty());
+    }
+
+    #[test]
+    fn failures_count_as_pacemaker_counts_them() {
+        assert!(failure_attrs("d", "monitor", 0, true, false, 1).is_empty(), "probes never count");
+        assert_eq!(failure_attrs("d", "start", 0, true, false, 1)[0].1, "INFINITY");
+        assert_eq!(failure_attrs("d", "start", 0, false, false, 1)[0].1, "value++");
+        assert_eq!(failure_attrs("d", "stop", 0, false, false, 1)[0].1, "INFINITY");
+        let ignore = failure_attrs("d", "monitor", 5000, true, true, 9);
+        assert_eq!(ignore, vec![("last-failure-d#monitor_5000".to_string(), "9".to_string())]);
+        assert_eq!(parse_transition_key("3:7:0:ab:cd"), Some((3, 7, 0, "ab:cd")));
+        assert_eq!(parse_transition_key("x:7:0:u"), None);
+    }
+}
