@@ -322,6 +322,8 @@ pub struct Replica<S: Storage + Persist> {
     timer_sig: Option<(u64, StateRole)>,
     rng: SplitMix64,
     poisoned: bool,
+    /// Ticks until the campaign `leader_left` scheduled (none pending: None).
+    pending_campaign: Option<usize>,
 }
 
 impl<S: Storage + Persist> Replica<S> {
@@ -396,6 +398,7 @@ impl<S: Storage + Persist> Replica<S> {
             timer_sig: None,
             rng: SplitMix64(seed),
             poisoned: false,
+            pending_campaign: None,
         };
         replica.reported_voters = replica.voters();
         replica.rejitter();
@@ -409,6 +412,10 @@ impl<S: Storage + Persist> Replica<S> {
         }
         self.raw.tick();
         self.rejitter();
+        if let Some(n) = self.pending_campaign.as_mut() {
+            *n = n.saturating_sub(1);
+        }
+        self.campaign_if_due();
     }
 
     /// Feed a raft message received from node `from` through the process group.
@@ -543,34 +550,45 @@ impl<S: Storage + Persist> Replica<S> {
     }
 
     /// The group changed (`survivors` are its members now) and the leader's node left, or
-    /// no leader is known (while a lost node stalls the membership layer for longer than
-    /// the election timeout, followers lose their leader and the leader steps down for want
-    /// of a quorum). Waiting out the election timeout after the new membership would add 1-2
-    /// s to every failover, so every survivor forgets the leader at once (a follower with no leader
-    /// grants votes; its term and vote are kept, which is all raft's safety needs) and the
-    /// surviving voters campaign in turn: the lowest at once (pre-vote first), the next
-    /// [`LEADER_LEFT_STAGGER_TICKS`] later unless a leader has appeared (the lowest may be
-    /// behind in the log and lose), and so on. Raft still decides who wins.
+    /// this node knows no leader (while a lost node stalls the membership layer for longer
+    /// than the election timeout, followers lose their leader and the leader steps down for
+    /// want of a quorum). Waiting out the election timeout after the new membership would
+    /// add 1-2 s to every failover, so this node forgets its leader and the surviving voters
+    /// campaign in turn, by node id: the lowest at once, the next
+    /// [`LEADER_LEFT_STAGGER_TICKS`] later unless a leader has appeared by then, and so on.
+    /// The campaign is raft's leadership-transfer kind (no pre-vote, past the other voters'
+    /// leader lease), since a survivor may still believe in a leader that stepped down:
+    /// raft's safety is untouched (one vote per term, only an up-to-date log wins); the cost
+    /// is that a live leader some survivor did not know of is replaced, once.
     pub fn leader_left(&mut self, survivors: &[u64]) {
         if self.poisoned {
             return;
         }
-        if self.leader().is_some_and(|l| l == self.id || survivors.contains(&l)) || self.is_leader() {
+        if self.is_leader() || self.leader().is_some_and(|l| survivors.contains(&l)) {
             return;
         }
         let term = self.raw.raft.term;
         self.raw.raft.become_follower(term, raft::INVALID_ID);
         self.rejitter();
         let rank = self.voters().iter().filter(|v| survivors.contains(v)).position(|&v| v == self.id);
-        match rank {
+        self.pending_campaign = rank.map(|k| k * LEADER_LEFT_STAGGER_TICKS);
+        self.campaign_if_due();
+    }
+
+    /// The campaign [`Replica::leader_left`] scheduled, when its turn has come and still no
+    /// leader is known.
+    fn campaign_if_due(&mut self) {
+        match self.pending_campaign {
+            Some(_) if self.leader().is_some() => self.pending_campaign = None,
             Some(0) => {
-                let _ = self.raw.campaign();
+                self.pending_campaign = None;
+                let mut m = Message::default();
+                m.set_msg_type(MessageType::MsgTimeoutNow);
+                m.from = self.id;
+                m.to = self.id;
+                let _ = self.raw.step(m);
             }
-            Some(k) => {
-                let timeout = self.raw.raft.randomized_election_timeout();
-                self.raw.raft.election_elapsed = timeout.saturating_sub(k * LEADER_LEFT_STAGGER_TICKS);
-            }
-            None => {}
+            _ => {}
         }
     }
 
@@ -1628,6 +1646,33 @@ mod tests {
             c.heal();
             let survivors: Vec<u64> = c.ids().into_iter().filter(|&id| id != leader).collect();
             assert!(survivors.iter().all(|&id| c.node(id).replica.leader().is_none()), "seed {seed}: the stall left a leader");
+            for &id in &survivors {
+                c.replica(id).leader_left(&survivors);
+                c.poll(id);
+            }
+            assert!(c.run_until(4 + LEADER_LEFT_STAGGER_TICKS, |c| c.agreed_leader().is_some()), "seed {seed}: no quick leader");
+        }
+    }
+
+    #[test]
+    fn replica_a_survivor_that_still_trusts_a_stepped_down_leader_does_not_stall_the_election() {
+        for seed in 0..10 {
+            let mut c = Cluster::new(&[1, 2, 3], seed);
+            let leader = c.wait_leader();
+            for id in c.ids() {
+                c.isolate(id);
+            }
+            c.run(45);
+            assert!(!c.replica(leader).is_leader(), "seed {seed}: check_quorum steps the leader down");
+            // A stale heartbeat reached one survivor after the stall: it trusts the old leader
+            // (and its lease) again, while the old leader itself knows none.
+            let others: Vec<u64> = c.ids().into_iter().filter(|&id| id != leader).collect();
+            let (trusting, lost) = (others[0], others[1]);
+            let term = c.replica(trusting).term();
+            c.replica(trusting).raw.raft.become_follower(term, leader);
+            c.crash(lost);
+            c.heal();
+            let survivors = vec![leader.min(trusting), leader.max(trusting)];
             for &id in &survivors {
                 c.replica(id).leader_left(&survivors);
                 c.poll(id);
