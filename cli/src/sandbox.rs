@@ -157,13 +157,14 @@ fn stop(dir: &Path, node: &str) -> Result<()> {
     };
     // SAFETY: signalling the halod we started (its pid file).
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // The controller first has the DC move the node's resources off (bounded by halod).
+    let deadline = Instant::now() + Duration::from_secs(150);
     while alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
         reap(pid);
     }
     if alive(pid) {
-        bail!("{node}: halod (pid {pid}) did not stop within 20 s; use `halo sandbox kill`");
+        bail!("{node}: halod (pid {pid}) did not stop within 150 s; use `halo sandbox kill`");
     }
     let _ = std::fs::remove_file(&pidf);
     println!("{node}: stopped");

@@ -184,7 +184,25 @@ fn a_dummy_resource_is_kept_running_through_failures_and_never_runs_twice() {
     // The rebooted node rejoins and is given nothing.
     wait_for(Duration::from_secs(30), "all joined after the reboot", || (status_xml(&sb, "node1").matches(r#"join="member""#).count() == 3).then_some(()));
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(active_on(&sb, "d1"), vec![moved]);
+    assert_eq!(active_on(&sb, "d1"), vec![moved.clone()]);
+
+    // A clean stop of the node running d1: d1 is moved off first, the node is not fenced.
+    let fenced_before = sb.halo("node1", &["stonith", "history"]).out.lines().count();
+    let stop_at = Instant::now();
+    sb.stop(&moved);
+    eprintln!("clean stop of the node running d1: {:?}", stop_at.elapsed());
+    let now_on = wait_for(Duration::from_secs(10), "d1 moved off the stopped node", || active_on(&sb, "d1").pop());
+    assert_ne!(now_on, moved);
+    assert!(!state_file(&sb, &moved, "d1").exists(), "d1 was stopped on {moved} before it went");
+    let stopped = wait_for(Duration::from_secs(10), "the stopped node recorded as down", || {
+        let s = status_xml(&sb, &now_on);
+        s.contains(&format!(r#"uname="{moved}" in_ccm="false" crmd="offline" join="down" expected="down""#)).then_some(s)
+    });
+    assert!(!stopped.contains("name=\"shutdown\""), "{stopped}");
+    std::thread::sleep(Duration::from_secs(2));
+    let other = NODES.iter().find(|n| **n != moved && **n != now_on).unwrap();
+    assert_eq!(sb.halo(other, &["stonith", "history"]).out.lines().count(), fenced_before, "nobody fenced the cleanly stopped node");
+    assert_eq!(active_on(&sb, "d1"), vec![now_on]);
     let twice = watcher.finish();
     assert!(twice.is_empty(), "d1 was active on two live nodes at once: {twice:?}");
 }

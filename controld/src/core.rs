@@ -112,6 +112,8 @@ pub enum Input {
     Graph { seq: u64, graph: Option<(Graph, CibFacts)> },
     WriteDone { tag: u64, result: Result<u64, String> },
     FenceDone { transition: u64, action: usize, ok: bool, reason: String },
+    /// The node is stopping (halod's SIGTERM): move its resources off, then exit.
+    Shutdown,
 }
 
 #[derive(Debug)]
@@ -123,6 +125,8 @@ pub enum Action {
     CancelRecurring { rsc: String, ops: Vec<(String, u64)> },
     Exec { op: xpb::OpRequest },
     Fence { transition: u64, action: usize, target: String, fence_action: String, timeout_ms: u64 },
+    /// This controller's work is done (a clean stop): the driver exits.
+    Exit,
 }
 
 /// Why a status write is made: what to do once it is acknowledged.
@@ -156,6 +160,8 @@ struct DcState {
     quorum_written: Option<bool>,
     /// Failure attribute names per node id, from the CIB the current graph came from.
     fail_attrs: BTreeMap<String, Vec<String>>,
+    /// Nodes that asked to stop: their leaving is clean.
+    stopping: BTreeSet<u32>,
 }
 
 pub struct Controller {
@@ -172,6 +178,8 @@ pub struct Controller {
     agents: BTreeMap<String, String>,
     seen_other_dc: bool,
     last_dc: Option<u32>,
+    /// The node is stopping: it asked (and asks every new DC) to have its resources moved.
+    shutting_down: bool,
     dc: Option<DcState>,
     next_tag: u64,
     next_seq: u64,
@@ -195,12 +203,18 @@ impl Controller {
             agents: BTreeMap::new(),
             seen_other_dc: false,
             last_dc: None,
+            shutting_down: false,
             dc: None,
             next_tag: 1,
             next_seq: 1,
             outbox: VecDeque::new(),
             now,
         }
+    }
+
+    /// Status writes of the DC not yet acknowledged.
+    pub fn writes_in_flight(&self) -> usize {
+        self.dc.as_ref().map_or(0, |d| d.writes.len())
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -274,6 +288,7 @@ impl Controller {
             Input::Graph { seq, graph } => self.on_graph(seq, graph),
             Input::WriteDone { tag, result } => self.on_write_done(tag, result),
             Input::FenceDone { transition, action, ok, reason } => self.on_fence_done(transition, action, ok, &reason),
+            Input::Shutdown => self.on_shutdown(),
         }
         self.step();
     }
@@ -336,7 +351,13 @@ impl Controller {
         if let Some(d) = self.dc.as_mut() {
             for &(n, node_down) in left {
                 d.joined.remove(&n);
-                if node_down {
+                if d.stopping.remove(&n) {
+                    // A clean stop: down, not lost; its transient attributes go with it.
+                    d.gone.remove(&n);
+                    writes.push(records::node_fields(&n.to_string(), &names_of(&nodes, n), &[("in_ccm", "false"), ("crmd", "offline"), ("join", "down"), ("expected", "down")]));
+                    writes.push(records::delete_transient_attrs_all(&n.to_string()));
+                    d.dirty = true;
+                } else if node_down {
                     d.gone.remove(&n);
                     writes.push(records::node_fields(&n.to_string(), &names_of(&nodes, n), &[("in_ccm", "false"), ("crmd", "offline")]));
                     if let Some(e) = d.engine.as_mut() {
@@ -391,7 +412,45 @@ impl Controller {
         if now_dc.is_some() && now_dc != self.joined_to {
             // Members push their history to a new DC (§9): no offer round.
             self.outbox.push_back(Action::ReadHistory);
+            if self.shutting_down {
+                self.request_shutdown();
+            }
         }
+    }
+
+    /// halod stops the node (§6.1): the DC moves this node's resources off and then
+    /// answers `Shutdown`. With no DC to ask (no quorum, alone) there is nothing to wait for.
+    fn on_shutdown(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        tracing::info!("stopping: asking the DC to move this node's resources off");
+        if self.current_dc().is_none() || !self.quorate {
+            self.outbox.push_back(Action::Exit);
+            return;
+        }
+        self.request_shutdown();
+    }
+
+    fn request_shutdown(&mut self) {
+        if let Some(dc) = self.current_dc() {
+            self.outbox.push_back(Action::Broadcast(pb::PeerMessage { body: Some(pb::peer_message::Body::ShutdownRequest(pb::ShutdownRequest { dc })) }));
+        }
+    }
+
+    /// The DC: a node asks to stop. It is expected down from now on (so its leaving is not
+    /// a failure) and its `shutdown` attribute makes the scheduler move its resources off
+    /// and end with `do_shutdown`.
+    fn on_shutdown_request(&mut self, from: u32, r: pb::ShutdownRequest) {
+        if r.dc != self.cfg.me || self.dc.is_none() {
+            return;
+        }
+        let (id, name) = (from.to_string(), self.name(from));
+        tracing::info!("node {name} asks to stop");
+        self.dc.as_mut().expect("checked above").stopping.insert(from);
+        self.write(records::node_fields(&id, &name, &[("expected", "down")]), AfterWrite::Nothing);
+        self.write(records::transient_attrs(&id, &name, &[("shutdown".to_string(), self.now.epoch_s.to_string())]), AfterWrite::Nothing);
     }
 
     /// The DC this node works for: the agreed one, else the last agreed while a new
@@ -411,6 +470,13 @@ impl Controller {
             Some(Body::Join(j)) => self.on_join(from, j),
             Some(Body::Execute(x)) => self.on_execute(from, x),
             Some(Body::Result(r)) => self.on_result(from, r),
+            Some(Body::ShutdownRequest(r)) => self.on_shutdown_request(from, r),
+            Some(Body::Shutdown(x)) => {
+                if x.to == self.cfg.me && Some(from) == self.current_dc() && self.shutting_down {
+                    tracing::info!("the DC has moved this node's resources off: exiting");
+                    self.outbox.push_back(Action::Exit);
+                }
+            }
             None => tracing::warn!("an empty message from node {from}: ignored"),
         }
     }
@@ -451,6 +517,8 @@ impl Controller {
         };
         self.write(records::node_fields(&id, &name, &[("in_ccm", "true"), ("crmd", "online"), ("join", "member"), ("expected", "member")]), AfterWrite::Nothing);
         self.write(history, AfterWrite::Nothing);
+        // A node back from a clean stop is no longer stopping.
+        self.write(records::delete_transient_attrs(&id, &["shutdown".to_string()]), AfterWrite::Nothing);
         let d = self.dc.as_mut().expect("checked above");
         d.gone.remove(&from);
         d.joined.insert(from);
@@ -654,7 +722,22 @@ impl Controller {
                     self.outbox.push_back(Action::Fence { transition: t, action: i, target: name.clone(), fence_action: action.clone(), timeout_ms: stonith_timeout });
                 }
                 ActionKind::Shutdown => {
-                    // Shutdown requests are not implemented yet: nothing asks for one.
+                    // Its resources are off: the node's controller may exit (this one too,
+                    // when the DC itself stops: the scheduler orders it after the others').
+                    match target {
+                        Some(n) if n == self.cfg.me => {
+                            if self.shutting_down {
+                                // The DC goes last and says so itself (§6.1 step 6): the next
+                                // DC finds it down, not lost.
+                                let (id, name) = (n.to_string(), self.name(n));
+                                self.write(records::node_fields(&id, &name, &[("in_ccm", "false"), ("crmd", "offline"), ("join", "down"), ("expected", "down")]), AfterWrite::Nothing);
+                                self.write(records::delete_transient_attrs_all(&id), AfterWrite::Nothing);
+                                self.outbox.push_back(Action::Exit);
+                            }
+                        }
+                        Some(n) => self.outbox.push_back(Action::Broadcast(pb::PeerMessage { body: Some(pb::peer_message::Body::Shutdown(pb::Shutdown { to: n })) })),
+                        None => {}
+                    }
                     self.confirm(t, i, true);
                 }
                 ActionKind::ClearFailcount { rsc } => {

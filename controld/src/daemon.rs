@@ -202,8 +202,16 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
         });
     }
     let (status_tx, mut status_rx) = mpsc::channel::<oneshot::Sender<pb::StatusReply>>(64);
-    let server = tonic::transport::Server::builder().add_service(ControllerServer::new(Api { status: status_tx })).serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
+    // SIGTERM does not stop the API at once: it asks the core to move this node's resources
+    // off first (Input::Shutdown); the core says when to exit (Action::Exit).
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let mut stop_signal = Box::pin(shutdown);
+    let mut stop_tx = Some(stop_tx);
+    let server = tonic::transport::Server::builder().add_service(ControllerServer::new(Api { status: status_tx })).serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+        let _ = stop_rx.await;
+    });
     let mut server = Box::pin(server);
+    let mut stopping = false;
 
     let mut core = Controller::new(Config::new(setup.me, setup.nodes.clone(), new_dc_uuid()), now());
     let mut quorum_tick = tokio::time::interval(Duration::from_millis(500));
@@ -216,8 +224,11 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
         tokio::select! {
             r = &mut server => {
                 r.map_err(|e| anyhow!("local API stopped: {e}"))?;
-                tracing::info!("stopping");
                 return Ok(());
+            }
+            _ = &mut stop_signal, if !stopping => {
+                stopping = true;
+                core.handle(now(), Input::Shutdown);
             }
             ev = group.message() => {
                 let ev = ev.map_err(|e| anyhow!("halo-membershipd: {}", e.message()))?.ok_or_else(|| anyhow!("halo-membershipd closed the group"))?;
@@ -308,6 +319,28 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
                             }
                         }
                     });
+                }
+                Action::Exit => {
+                    // Let the queued writes be acknowledged and the messages go out first
+                    // (bounded); the actions that follow, if any, are dropped.
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while let Some(a) = core.poll_action() {
+                        if let Action::CibWrite { tag, write } = a {
+                            let _ = write_tx.try_send((tag, write));
+                        }
+                    }
+                    while (core.writes_in_flight() > 0 || send_tx.capacity() < QUEUE) && Instant::now() < deadline {
+                        if let Ok(Some(input)) = tokio::time::timeout(Duration::from_millis(20), rx.recv()).await {
+                            if matches!(input, Input::WriteDone { .. }) {
+                                core.handle(now(), input);
+                            }
+                        }
+                    }
+                    tracing::info!("stopped");
+                    if let Some(tx) = stop_tx.take() {
+                        let _ = tx.send(());
+                    }
+                    return Ok(());
                 }
                 Action::Fence { transition, action, target, fence_action, timeout_ms } => {
                     let (mut f, tx) = (fencer.clone(), tx.clone());

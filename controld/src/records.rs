@@ -168,14 +168,20 @@ pub fn delete_resource_history(node_id: &str, rsc: &str) -> pb::WriteRequest {
     patch(vec![delete_change(&format!("{}/lrm/lrm_resources/lrm_resource[@id='{rsc}']", node_path(node_id)))])
 }
 
-/// Transient node attributes (`status-<node>` set, nvpair ids `status-<node>-<name>` with
-/// `#` made `.`); a value may be Pacemaker's `value++`.
+/// The id of a transient attribute's nvpair: `status-<node>-<name>`, `#` made `.` (as
+/// Pacemaker's attribute manager names them).
+pub fn transient_attr_id(node_id: &str, name: &str) -> String {
+    format!("status-{node_id}-{}", name.replace('#', "."))
+}
+
+/// Transient node attributes (`status-<node>` set, nvpair ids [`transient_attr_id`]); a value
+/// may be Pacemaker's `value++`.
 pub fn transient_attrs(node_id: &str, uname: &str, attrs: &[(String, String)]) -> pb::WriteRequest {
     let mut set = Element::new("instance_attributes");
     set.set_attr("id", &format!("status-{node_id}"));
     for (name, value) in attrs {
         let mut nv = Element::new("nvpair");
-        nv.set_attr("id", &format!("status-{node_id}-{}", name.replace('#', ".")));
+        nv.set_attr("id", &transient_attr_id(node_id, name));
         nv.set_attr("name", name);
         nv.set_attr("value", value);
         set.push(nv);
@@ -186,12 +192,17 @@ pub fn transient_attrs(node_id: &str, uname: &str, attrs: &[(String, String)]) -
     modify(node_state(node_id, uname, &[], vec![ta]))
 }
 
-/// Delete transient attributes by name.
+/// Delete all of a node's transient attributes (it left cleanly: they go with it).
+pub fn delete_transient_attrs_all(node_id: &str) -> pb::WriteRequest {
+    patch(vec![delete_change(&format!("{}/transient_attributes", node_path(node_id)))])
+}
+
+/// Delete transient attributes by name (patch paths select by id only).
 pub fn delete_transient_attrs(node_id: &str, names: &[String]) -> pb::WriteRequest {
     patch(
         names
             .iter()
-            .map(|n| delete_change(&format!("{}/transient_attributes/instance_attributes/nvpair[@name='{n}']", node_path(node_id))))
+            .map(|n| delete_change(&format!("{}/transient_attributes/instance_attributes/nvpair[@id='{}']", node_path(node_id), transient_attr_id(node_id, n))))
             .collect(),
     )
 }
@@ -257,6 +268,8 @@ mod tests {
         doc = apply(&doc, &delete_op("1", "d", "d_monitor_10000"));
         let c = cib::Cib::from_document(doc.clone()).unwrap();
         assert!(c.status.nodes.iter().find(|n| n.id == "2").unwrap().lrm[0].ops.iter().any(|o| o.id == "d_monitor_10000"));
+        doc = apply(&doc, &delete_transient_attrs("2", &["last-failure-d#monitor_10000".to_string()]));
+        assert!(!doc.to_xml().contains("last-failure-d#monitor_10000") && doc.to_xml().contains("fail-count-d#monitor_10000"));
         doc = apply(&doc, &node_gone_if_known("2"));
         assert!(doc.to_xml().contains(r#"<node_state id="2" uname="n2" in_ccm="false" crmd="offline" join="member""#));
         doc = apply(&doc, &node_fenced("2"));

@@ -12,6 +12,9 @@ use tokio::signal::unix::{signal, SignalKind};
 const DAEMONS: &[Daemon] = &[Daemon::Membershipd, Daemon::Cibd, Daemon::Fenced, Daemon::Execd, Daemon::Controld];
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The controller stops first and only once the DC has moved the node's resources off
+/// (Pacemaker bounds this with `shutdown-escalation`, 20 min by default).
+const CONTROLLER_STOP_GRACE: Duration = Duration::from_secs(120);
 
 struct Managed {
     daemon: Daemon,
@@ -84,7 +87,8 @@ pub async fn supervise(config: &Path, node: Option<&str>, paths: &NodePaths, con
     for m in managed.iter_mut().rev() {
         if let Some(mut c) = m.child.take() {
             send_signal(&c, libc::SIGTERM);
-            if tokio::time::timeout(STOP_GRACE, c.wait()).await.is_err() {
+            let grace = if m.daemon == Daemon::Controld { CONTROLLER_STOP_GRACE } else { STOP_GRACE };
+            if tokio::time::timeout(grace, c.wait()).await.is_err() {
                 let _ = c.kill().await;
             }
         }

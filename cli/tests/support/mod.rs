@@ -50,6 +50,12 @@ impl Sandbox {
         assert!(out.status.success(), "start {node}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// A clean stop (`halo sandbox stop`: SIGTERM to halod, which waits for its daemons).
+    pub fn stop(&self, node: &str) {
+        let out = Command::new(HALO).args(["sandbox", "stop"]).arg(&self.dir).arg(node).output().unwrap();
+        assert!(out.status.success(), "stop {node}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     pub fn kill(&self, node: &str) {
         let out = Command::new(HALO).args(["sandbox", "kill"]).arg(&self.dir).arg(node).output().unwrap();
         assert!(out.status.success(), "kill {node}: {}", String::from_utf8_lossy(&out.stderr));
