@@ -76,11 +76,17 @@ pub struct Config {
     pub startup_wait_ms: u64,
     /// `stonith-max-attempts`.
     pub stonith_max_attempts: u32,
+    /// Actions in flight per node when the CIB sets no `node-action-limit`. Pacemaker's is
+    /// twice the node's cores, shrunk under load; halo's executor bounds the agents it runs
+    /// at once itself (64) and queues the rest per resource, so the DC's limit only bounds
+    /// that queue, and the round trip of an action (~100 ms through the group and the CIB)
+    /// rather than the agents sets the pace: 32.
+    pub node_action_limit: usize,
 }
 
 impl Config {
     pub fn new(me: u32, nodes: BTreeMap<u32, String>, dc_uuid: String) -> Config {
-        Config { me, nodes, dc_uuid, controller_grace_ms: 15_000, join_timeout_ms: 5_000, startup_wait_ms: 20_000, stonith_max_attempts: 10 }
+        Config { me, nodes, dc_uuid, controller_grace_ms: 15_000, join_timeout_ms: 5_000, startup_wait_ms: 20_000, stonith_max_attempts: 10, node_action_limit: 32 }
     }
 }
 
@@ -669,7 +675,7 @@ impl Controller {
             return;
         }
         tracing::info!("transition {id}: {n} actions");
-        let mut e = Engine::new(id, graph);
+        let mut e = Engine::new(id, graph, self.cfg.node_action_limit);
         let fired = e.fire(self.now.ms);
         let d = self.dc.as_mut().expect("checked above");
         d.engine = Some(e);

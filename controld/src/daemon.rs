@@ -44,6 +44,8 @@ pub const GROUP: &str = "halo-controld";
 const QUEUE: usize = 4096;
 /// How long a status write that raft could not take for want of a leader is offered again.
 const WRITE_RETRY_FOR: Duration = Duration::from_secs(30);
+/// Most queued status writes combined into one.
+const WRITE_BATCH: usize = 512;
 
 pub struct Setup {
     pub me: u32,
@@ -169,22 +171,36 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
         let tx = tx.clone();
         let mut cib = writer_cib;
         tokio::spawn(async move {
-            while let Some((tag, w)) = write_rx.recv().await {
-                // A write refused because raft had no leader changed nothing: send it again,
-                // in order, until a leader takes it (halo-cibd holds a write while it knows
-                // none, but refuses one whose leader vanished under it). Bounded: after
-                // WRITE_RETRY_FOR the refusal stands and the DC plans from what it has.
-                let t0 = Instant::now();
-                let result = loop {
-                    match cib.write(w.clone()).await {
-                        Err(cibclient::Error::Unavailable(_)) if t0.elapsed() < WRITE_RETRY_FOR => {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        r => break r.map(|r| if r.changed { r.index } else { 0 }).map_err(|e| e.to_string()),
+            while let Some(first) = write_rx.recv().await {
+                // What else is queued goes with it: consecutive status modifies become one
+                // write (records::combine), so a burst of results costs one raft entry.
+                let mut queued = vec![first];
+                while queued.len() < WRITE_BATCH {
+                    match write_rx.try_recv() {
+                        Ok(w) => queued.push(w),
+                        Err(_) => break,
                     }
-                };
-                if tx.send(Input::WriteDone { tag, result }).await.is_err() {
-                    break;
+                }
+                let tags: Vec<u64> = queued.iter().map(|(t, _)| *t).collect();
+                for (w, ix) in crate::records::combine(queued.into_iter().map(|(_, w)| w).collect()) {
+                    // A write refused because raft had no leader changed nothing: send it
+                    // again, in order, until a leader takes it (halo-cibd holds a write while
+                    // it knows none, but refuses one whose leader vanished under it). Bounded:
+                    // after WRITE_RETRY_FOR the refusal stands and the DC plans from what it has.
+                    let t0 = Instant::now();
+                    let result = loop {
+                        match cib.write(w.clone()).await {
+                            Err(cibclient::Error::Unavailable(_)) if t0.elapsed() < WRITE_RETRY_FOR => {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                            r => break r.map(|r| if r.changed { r.index } else { 0 }).map_err(|e| e.to_string()),
+                        }
+                    };
+                    for i in ix {
+                        if tx.send(Input::WriteDone { tag: tags[i], result: result.clone() }).await.is_err() {
+                            return;
+                        }
+                    }
                 }
             }
         });

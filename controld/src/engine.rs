@@ -7,8 +7,10 @@
 //! Stopped, Terminated), §3.6 (actions of a lost node fail at once).
 //!
 //! Deliberate deviations: an abort stops all further firing (Pacemaker's abort priority is
-//! INFINITY in almost every case; priorities below it are not modelled);
-//! `node-action-limit` and `migration-limit` are not applied yet (`batch-limit` is).
+//! INFINITY in almost every case; priorities below it are not modelled); the per-node limit
+//! is `node-action-limit`, else the controller's default (32, see `core::Config`), with no
+//! shrinking under load (Pacemaker asks each node for its load); `migration-limit` is not
+//! applied yet.
 
 use scheduler::graph::{ActionKind, Graph, GraphAction};
 
@@ -38,12 +40,40 @@ pub struct Engine {
     pub graph: Graph,
     state: Vec<ActionState>,
     aborted: bool,
+    /// Actions in flight per node may not exceed this (0: no limit).
+    node_limit: usize,
+    /// Counts kept with the states (every state change goes through `set`).
+    in_flight: usize,
+    per_node: std::collections::BTreeMap<String, usize>,
 }
 
 impl Engine {
-    pub fn new(id: u64, graph: Graph) -> Engine {
+    /// `default_node_limit` applies when the graph sets no `node-action-limit`.
+    pub fn new(id: u64, graph: Graph, default_node_limit: usize) -> Engine {
         let state = vec![ActionState::Waiting; graph.actions.len()];
-        Engine { id, graph, state, aborted: false }
+        let node_limit = if graph.node_action_limit > 0 { graph.node_action_limit } else { default_node_limit };
+        Engine { id, graph, state, aborted: false, node_limit, in_flight: 0, per_node: Default::default() }
+    }
+
+    fn in_flight_on(&self, node: &str) -> usize {
+        self.per_node.get(node).copied().unwrap_or(0)
+    }
+
+    fn set(&mut self, i: usize, new: ActionState) {
+        let was = matches!(self.state[i], ActionState::InFlight { .. });
+        let is = matches!(new, ActionState::InFlight { .. });
+        if was != is {
+            let node = self.graph.actions[i].node.as_ref().map(|(n, _)| n.clone()).unwrap_or_default();
+            let c = self.per_node.entry(node).or_insert(0);
+            if is {
+                self.in_flight += 1;
+                *c += 1;
+            } else {
+                self.in_flight -= 1;
+                *c -= 1;
+            }
+        }
+        self.state[i] = new;
     }
 
     pub fn action(&self, i: usize) -> Option<&GraphAction> {
@@ -59,7 +89,7 @@ impl Engine {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.count(|s| matches!(s, ActionState::InFlight { .. }))
+        self.in_flight
     }
     pub fn confirmed(&self) -> usize {
         self.count(|s| *s == ActionState::Confirmed)
@@ -88,7 +118,7 @@ impl Engine {
                 }
                 let a = &self.graph.actions[i];
                 if matches!(a.kind, ActionKind::Pseudo) {
-                    self.state[i] = ActionState::Confirmed;
+                    self.set(i, ActionState::Confirmed);
                     progressed = true;
                     continue;
                 }
@@ -96,11 +126,15 @@ impl Engine {
                 if limit > 0 && self.in_flight() >= limit {
                     continue;
                 }
+                let per_node = matches!(a.kind, ActionKind::Rsc(_)) && self.node_limit > 0;
+                if per_node && a.node.as_ref().is_some_and(|(n, _)| self.in_flight_on(n) >= self.node_limit) {
+                    continue;
+                }
                 let deadline_ms = match &a.kind {
                     ActionKind::Rsc(op) => Some(now_ms + op.timeout_ms + self.graph.cluster_delay_ms),
                     _ => None,
                 };
-                self.state[i] = ActionState::InFlight { deadline_ms };
+                self.set(i, ActionState::InFlight { deadline_ms });
                 out.push(i);
                 progressed = true;
             }
@@ -115,7 +149,7 @@ impl Engine {
     pub fn confirm(&mut self, i: usize, ok: bool) -> bool {
         match self.state.get(i) {
             Some(ActionState::InFlight { .. }) => {
-                self.state[i] = if ok { ActionState::Confirmed } else { ActionState::Failed };
+                self.set(i, if ok { ActionState::Confirmed } else { ActionState::Failed });
                 if !ok {
                     self.aborted = true;
                 }
@@ -204,7 +238,7 @@ mod tests {
     fn fires_in_dependency_order_and_completes() {
         let mut p = rsc(1, "", &[0]);
         p.kind = ActionKind::Pseudo;
-        let mut e = Engine::new(1, graph(vec![rsc(0, "n1", &[]), p, rsc(2, "n2", &[1])]));
+        let mut e = Engine::new(1, graph(vec![rsc(0, "n1", &[]), p, rsc(2, "n2", &[1])]), 0);
         assert_eq!(e.fire(0), vec![0]);
         assert_eq!(e.outcome(), None);
         assert!(e.confirm(0, true));
@@ -219,7 +253,7 @@ mod tests {
     fn batch_limit_bounds_actions_in_flight() {
         let mut g = graph((0..5).map(|i| rsc(i, "n1", &[])).collect());
         g.batch_limit = 2;
-        let mut e = Engine::new(1, g);
+        let mut e = Engine::new(1, g, 0);
         assert_eq!(e.fire(0).len(), 2);
         assert_eq!(e.fire(0).len(), 0);
         e.confirm(0, true);
@@ -228,8 +262,21 @@ mod tests {
     }
 
     #[test]
+    fn the_node_limit_bounds_each_nodes_actions_in_flight() {
+        let mut acts: Vec<GraphAction> = (0..4).map(|i| rsc(i, "n1", &[])).collect();
+        acts.push(rsc(4, "n2", &[]));
+        let mut e = Engine::new(1, graph(acts.clone()), 2);
+        assert_eq!(e.fire(0), vec![0, 1, 4]);
+        e.confirm(1, true);
+        assert_eq!(e.fire(0), vec![2]);
+        let mut g = graph(acts);
+        g.node_action_limit = 3;
+        assert_eq!(Engine::new(1, g, 2).fire(0), vec![0, 1, 2, 4], "node-action-limit wins over the default");
+    }
+
+    #[test]
     fn a_failure_aborts_but_work_in_flight_finishes() {
-        let mut e = Engine::new(1, graph(vec![rsc(0, "n1", &[]), rsc(1, "n2", &[]), rsc(2, "n1", &[0, 1])]));
+        let mut e = Engine::new(1, graph(vec![rsc(0, "n1", &[]), rsc(1, "n2", &[]), rsc(2, "n1", &[0, 1])]), 0);
         assert_eq!(e.fire(0), vec![0, 1]);
         e.confirm(0, false);
         assert_eq!(e.fire(0), Vec::<usize>::new());
@@ -240,7 +287,7 @@ mod tests {
 
     #[test]
     fn an_abort_stops_firing_and_ends_stopped() {
-        let mut e = Engine::new(1, graph(vec![rsc(0, "n1", &[]), rsc(1, "n1", &[0])]));
+        let mut e = Engine::new(1, graph(vec![rsc(0, "n1", &[]), rsc(1, "n1", &[0])]), 0);
         e.fire(0);
         e.abort();
         e.confirm(0, true);
@@ -250,7 +297,7 @@ mod tests {
 
     #[test]
     fn timers_and_lost_nodes_fail_actions() {
-        let mut e = Engine::new(1, graph(vec![rsc(0, "n1", &[]), rsc(1, "n2", &[])]));
+        let mut e = Engine::new(1, graph(vec![rsc(0, "n1", &[]), rsc(1, "n2", &[])]), 0);
         e.fire(1000);
         assert_eq!(e.poll_timeout(), Some(81_000));
         assert_eq!(e.fail_node("n2"), vec![1]);

@@ -224,6 +224,60 @@ pub fn failure_attrs(rsc: &str, task: &str, interval_ms: u64, start_fatal: bool,
     out
 }
 
+/// Status writes queued together, combined where that changes nothing: consecutive
+/// modifies of `<status>` become one (their fragments merged element by element, the later
+/// value winning, as applying them in turn would give), so a burst of results costs one
+/// raft entry. A modify with an increment (`value++`) or anything else (a patch) keeps its
+/// own write. Returns the writes, each with the indexes of the queued writes it stands for.
+pub fn combine(writes: Vec<pb::WriteRequest>) -> Vec<(pb::WriteRequest, Vec<usize>)> {
+    let mut out: Vec<(pb::WriteRequest, Vec<usize>)> = Vec::new();
+    let mut open: Option<(Element, Vec<usize>)> = None;
+    let flush = |open: &mut Option<(Element, Vec<usize>)>, out: &mut Vec<(pb::WriteRequest, Vec<usize>)>| {
+        if let Some((e, ix)) = open.take() {
+            out.push((modify(e), ix));
+        }
+    };
+    for (i, w) in writes.into_iter().enumerate() {
+        let status = match &w.op {
+            Some(pb::write_request::Op::Modify(m)) if !m.xml.contains("++") && !m.xml.contains("+=") => {
+                cib::xml::parse(&m.xml).ok().map(|d| d.root).filter(|e| e.name == "status")
+            }
+            _ => None,
+        };
+        match status {
+            Some(frag) => match open.as_mut() {
+                Some((e, ix)) => {
+                    merge_into(e, frag);
+                    ix.push(i);
+                }
+                None => open = Some((frag, vec![i])),
+            },
+            None => {
+                flush(&mut open, &mut out);
+                out.push((w, vec![i]));
+            }
+        }
+    }
+    flush(&mut open, &mut out);
+    out
+}
+
+/// Merge `frag` into `into` as a modify would apply it after `into`: attributes set, child
+/// elements paired by name and id (by name alone when they have no id), others appended.
+fn merge_into(into: &mut Element, frag: Element) {
+    for (k, v) in &frag.attrs {
+        into.set_attr(k, v);
+    }
+    for child in frag.children {
+        let cib::xml::Node::Element(c) = child else { continue };
+        let same = into.elements_mut().find(|e| e.name == c.name && e.id() == c.id());
+        match same {
+            Some(e) => merge_into(e, c),
+            None => into.push(c),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +330,41 @@ mod tests {
         let c = cib::Cib::from_document(doc).unwrap();
         let n2 = c.status.nodes.iter().find(|n| n.id == "2").unwrap();
         assert!(n2.lrm.is_empty() && n2.transient.is_empty());
+    }
+
+    #[test]
+    fn combined_writes_give_what_the_writes_give_in_turn() {
+        let base = {
+            let mut doc = cib::xml::parse(CIB).unwrap();
+            for n in ["1", "2"] {
+                doc = apply(&doc, &node_fields(n, &format!("n{n}"), &[("in_ccm", "true"), ("join", "member")]));
+            }
+            doc
+        };
+        let op = |id: &str, rc: i32| format!(r#"<lrm_rsc_op id="{id}" operation_key="d_start_0" operation="start" call-id="{rc}" rc-code="{rc}" op-status="0" interval="0"/>"#);
+        let writes = vec![
+            record_op("1", "n1", "d", "ocf:heartbeat:Dummy", &op("d_last_0", 7), false).unwrap(),
+            record_op("2", "n2", "d", "ocf:heartbeat:Dummy", &op("d_last_0", 7), false).unwrap(),
+            node_fields("2", "n2", &[("expected", "down")]),
+            record_op("1", "n1", "d", "ocf:heartbeat:Dummy", &op("d_last_0", 0), false).unwrap(),
+            transient_attrs("1", "n1", &failure_attrs("d", "monitor", 1000, true, false, 5)),
+            transient_attrs("1", "n1", &failure_attrs("d", "monitor", 1000, true, false, 6)),
+            delete_op("2", "d", "d_last_0"),
+            record_op("2", "n2", "d", "ocf:heartbeat:Dummy", &op("d_monitor_1000", 0), true).unwrap(),
+        ];
+        let mut one_by_one = base.clone();
+        for w in &writes {
+            one_by_one = apply(&one_by_one, w);
+        }
+        let combined = combine(writes);
+        assert_eq!(combined.iter().map(|(_, ix)| ix.clone()).collect::<Vec<_>>(), vec![vec![0, 1, 2, 3], vec![4], vec![5], vec![6], vec![7]]);
+        let mut together = base;
+        for (w, _) in &combined {
+            together = apply(&together, w);
+        }
+        let a = cib::Cib::from_document(one_by_one).unwrap();
+        let b = cib::Cib::from_document(together).unwrap();
+        assert_eq!(a.status, b.status);
     }
 
     #[test]

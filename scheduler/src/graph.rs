@@ -111,6 +111,8 @@ pub struct Graph {
     pub batch_limit: usize,
     /// `migration-limit` (-1: no limit).
     pub migration_limit: i64,
+    /// `node-action-limit` (0: the controller's default, twice the cores).
+    pub node_action_limit: usize,
     /// `start-failure-is-fatal`.
     pub start_failure_is_fatal: bool,
     /// The earliest moment (epoch s) at which a failure expires (`failure-timeout`): the
@@ -195,6 +197,7 @@ impl Transition<'_> {
             stonith_timeout_ms: opt_ms("stonith-timeout", 60_000),
             batch_limit: cl.options.raw.get("batch-limit").and_then(|v| v.parse().ok()).unwrap_or(0),
             migration_limit: cl.options.raw.get("migration-limit").and_then(|v| v.parse().ok()).unwrap_or(-1),
+            node_action_limit: cl.options.raw.get("node-action-limit").and_then(|v| v.parse().ok()).unwrap_or(0),
             start_failure_is_fatal: cl.options.start_failure_is_fatal,
             recheck_by: self.recheck_by(),
         };

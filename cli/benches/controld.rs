@@ -1,0 +1,202 @@
+//! Controller figures on 3-node sandboxes (fence_sandbox, stonith-enabled, default token):
+//! formation (sandbox start to a DC with 3 nodes joined); failover of a node kill, 10 runs,
+//! total and the controller's share (from the survivors' new ring to the resource started
+//! elsewhere, fencing included); a failed monitor recovered in place (1 s interval);
+//! 1,000 ocf:heartbeat:Dummy primitives added at once (time until all run, one scheduler
+//! run at that size, RSS of the DC's halo-controld).
+//! Run: `cargo bench -p halo-cli --bench controld` (needs resource-agents' Dummy).
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::Sandbox;
+
+const NODES: [&str; 3] = ["node1", "node2", "node3"];
+const DUMMY: &str = "/usr/lib/ocf/resource.d/heartbeat/Dummy";
+
+fn state(sb: &Sandbox, node: &str, rsc: &str) -> std::path::PathBuf {
+    sb.node_dir(node).join("run").join("rsctmp").join(format!("Dummy-{rsc}.state"))
+}
+
+fn halod_alive(sb: &Sandbox, node: &str) -> bool {
+    let pid: Option<i32> = std::fs::read_to_string(sb.node_dir(node).join("halod.pid")).ok().and_then(|s| s.trim().parse().ok());
+    pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+}
+
+fn running_on(sb: &Sandbox, rsc: &str) -> Option<String> {
+    NODES.iter().find(|n| halod_alive(sb, n) && state(sb, n, rsc).exists()).map(|n| n.to_string())
+}
+
+fn wait<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t0.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn joined(sb: &Sandbox, n: usize) -> bool {
+    let s = sb.halo("node1", &["cib", "query"]).out;
+    s.contains("dc-uuid=") && s.matches(r#"join="member""#).count() == n
+}
+
+/// Epoch seconds (fractional) of a log line's timestamp (`2026-12-03T09:37:14.760859Z`).
+fn line_time(line: &str) -> Option<f64> {
+    let start = line.find("20")?;
+    let end = start + line[start..].find('Z')?;
+    let t = chrono::DateTime::parse_from_rfc3339(&format!("{}Z", &line[start..end])).ok()?;
+    Some(t.timestamp_micros() as f64 / 1e6)
+}
+
+/// The first log line after `after` (epoch s) containing every needle: its time.
+fn first_after(log: &Path, after: f64, needles: &[&str]) -> Option<f64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().filter(|l| needles.iter().all(|n| l.contains(n))).filter_map(line_time).find(|&t| t > after)
+}
+
+fn epoch_now() -> f64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+fn stats(name: &str, v: &mut [f64], unit: &str) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("{name}: median {:.0} {unit}, max {:.0} {unit} ({} runs)", v[v.len() / 2], v[v.len() - 1], v.len());
+}
+
+fn cluster(name: &str) -> Sandbox {
+    let sb = Sandbox::create_cluster(name, 3);
+    for n in NODES {
+        sb.start(n);
+    }
+    wait(Duration::from_secs(30), "formation", || joined(&sb, 3).then_some(()));
+    let r = sb.halo("node1", &["stonith", "create", "fs", "fence_sandbox", "pcmk_host_list=node1 node2 node3"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    sb
+}
+
+fn main() {
+    if !Path::new(DUMMY).exists() {
+        println!("skipped: {DUMMY} is not installed (resource-agents)");
+        return;
+    }
+    // HALO_BENCH_ONLY=formation|failover|many runs one part.
+    let only = std::env::var("HALO_BENCH_ONLY").ok();
+    let part = |p: &str| only.as_deref().is_none_or(|o| o == p);
+    if part("formation") {
+        formation();
+    }
+    if part("failover") {
+        failover();
+    }
+    if part("many") {
+        many();
+    }
+}
+
+fn formation() {
+    let mut formation = Vec::new();
+    for i in 0..5 {
+        let sb = Sandbox::create_cluster(&format!("bench-ctl-form{i}"), 3);
+        let t0 = Instant::now();
+        for n in NODES {
+            sb.start(n);
+        }
+        wait(Duration::from_secs(30), "formation", || joined(&sb, 3).then_some(()));
+        formation.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    stats("formation (sandbox start to a DC with 3 nodes joined)", &mut formation, "ms");
+}
+
+fn failover() {
+    // 2. Failover of a node kill, and 3. a failed monitor recovered in place.
+    let sb = cluster("bench-ctl-fail");
+    let dummy = r#"<primitive id="d1" class="ocf" provider="heartbeat" type="Dummy"><operations><op id="d1-mon" name="monitor" interval="1s" timeout="20s"/></operations></primitive>"#;
+    assert_eq!(sb.halo("node1", &["cib", "create", "-o", "resources", "--xml", dummy]).code, 0);
+    wait(Duration::from_secs(20), "d1 started", || running_on(&sb, "d1"));
+    let (mut monitor_total, mut monitor_ctl) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let on = wait(Duration::from_secs(20), "d1 running", || running_on(&sb, "d1"));
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = epoch_now();
+        let started = Instant::now();
+        std::fs::remove_file(state(&sb, &on, "d1")).unwrap();
+        wait(Duration::from_secs(20), "d1 recovered", || state(&sb, &on, "d1").exists().then_some(()));
+        monitor_total.push(started.elapsed().as_secs_f64() * 1000.0);
+        let log = sb.node_dir(&on).join("log").join("halo.log");
+        let failed = wait(Duration::from_secs(5), "the failed monitor in the log", || first_after(&log, t0, &["d1_monitor_1000", "rc 7"]));
+        let restarted = wait(Duration::from_secs(5), "the restart in the log", || first_after(&log, failed, &["d1_start_0", "rc 0"]));
+        monitor_ctl.push((restarted - failed) * 1000.0);
+        // Clean the fail count so the next round starts alike.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stats("failed monitor (1 s interval) recovered in place: state file gone to running again", &mut monitor_total, "ms");
+    stats("  of which: failed monitor's result to the restart's completion", &mut monitor_ctl, "ms");
+
+    let (mut total, mut share) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        wait(Duration::from_secs(60), "all joined", || joined(&sb, 3).then_some(()));
+        let victim = wait(Duration::from_secs(20), "d1 running", || running_on(&sb, "d1"));
+        std::thread::sleep(Duration::from_millis(500));
+        let t0 = epoch_now();
+        let killed = Instant::now();
+        sb.kill(&victim);
+        let moved = wait(Duration::from_secs(30), "d1 elsewhere", || running_on(&sb, "d1").filter(|n| *n != victim));
+        let t_total = killed.elapsed().as_secs_f64();
+        total.push(t_total * 1000.0);
+        let log = sb.node_dir(&moved).join("log").join("halo.log");
+        let ring = wait(Duration::from_secs(5), "the new ring in the log", || first_after(&log, t0, &["membershipd::core", "ring ", "members"]));
+        share.push((t0 + t_total - ring) * 1000.0);
+    }
+    stats("failover of a node kill: kill to the resource running elsewhere", &mut total, "ms");
+    stats("  controller's share: survivors' new ring to the resource running (fencing included)", &mut share, "ms");
+}
+
+fn many() {
+    // 4. 1,000 primitives at once.
+    let sb = cluster("bench-ctl-1000");
+    let n = 1000;
+    let mut xml = String::from("<resources>");
+    for i in 0..n {
+        xml.push_str(&format!(r#"<primitive id="r{i}" class="ocf" provider="heartbeat" type="Dummy"/>"#));
+    }
+    xml.push_str("</resources>");
+    let file = sb.dir.join("many.xml");
+    std::fs::write(&file, &xml).unwrap();
+    let t0 = Instant::now();
+    let r = sb.halo("node1", &["cib", "create", "-o", "resources", "-x", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    let count = |sb: &Sandbox| NODES.iter().map(|nd| std::fs::read_dir(sb.node_dir(nd).join("run").join("rsctmp")).map(|d| d.count()).unwrap_or(0)).sum::<usize>();
+    let mut last = 0;
+    wait(Duration::from_secs(600), "1,000 started", || {
+        let c = count(&sb);
+        if c / 100 != last / 100 {
+            eprintln!("  {c} running after {:.1} s", t0.elapsed().as_secs_f64());
+        }
+        last = c;
+        (c >= n).then_some(())
+    });
+    println!("1,000 Dummy primitives added at once: all running after {:.1} s", t0.elapsed().as_secs_f64());
+    let cib_xml = sb.halo("node1", &["cib", "query"]).out;
+    let cib = cib::Cib::parse(&cib_xml).unwrap();
+    let now = chrono::Utc::now().naive_utc();
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let g = scheduler::schedule(&cib, now).graph();
+        runs.push(t.elapsed().as_secs_f64() * 1000.0);
+        let _ = g;
+    }
+    stats("one scheduler run on that CIB (1,000 resources, 3 nodes, their status)", &mut runs, "ms");
+    let dc = cib.attr("dc-uuid").unwrap_or("1").to_string();
+    let dc_node = format!("node{dc}");
+    if let Some(pid) = sb.pid_of(&dc_node, "controld") {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: ?").trim().to_string();
+        println!("halo-controld on the DC ({dc_node}): {rss}");
+    }
+}
