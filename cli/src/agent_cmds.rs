@@ -66,7 +66,7 @@ pub(crate) fn exec_env(dir: Option<&Path>) -> Result<ExecEnv> {
         None => (PathBuf::from("/run/resource-agents"), hostname()),
     };
     std::fs::create_dir_all(&rsctmp).map_err(|e| anyhow!("cannot create HA_RSCTMP {}: {e}", rsctmp.display()))?;
-    Ok(ExecEnv { dirs, rsctmp, workdir: PathBuf::from("/"), node_name, systemd: execd::systemd::Systemd::host(), fencer: None })
+    Ok(ExecEnv { dirs, rsctmp, workdir: PathBuf::from("/"), node_name, systemd: execd::systemd::Systemd::host(), fencer: None, cluster_tools: None })
 }
 
 fn hostname() -> String {

@@ -3,9 +3,12 @@
 mod agent_cmds;
 mod cib_cmds;
 mod cib_live;
+mod cluster_tools;
 mod cluster;
 mod sandbox;
 mod local;
+mod node_cmds;
+mod resource_cmds;
 mod simulate;
 mod status_cmd;
 mod stonith_cib;
@@ -52,12 +55,22 @@ enum Command {
     /// Fencing: fence a node, its history, the devices that can fence it.
     #[command(subcommand)]
     Stonith(stonith_cmds::StonithCmd),
+    /// Nodes: standby, maintenance (permanent node attributes, as pcs writes them).
+    #[command(subcommand)]
+    Node(node_cmds::NodeCmd),
+    /// Resources: cleanup, refresh, fail counts (as pcs and crm_resource do them).
+    #[command(subcommand)]
+    Resource(resource_cmds::ResourceCmd),
 }
 
 fn main() {
     // Die quietly on a closed pipe (`halo ... | head`), as command-line tools do.
     // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // Run as crm_attribute, crm_master, attrd_updater or crm_node (agents call them).
+    if let Some(code) = cluster_tools::dispatch() {
+        std::process::exit(code);
+    }
     let cli = Cli::parse();
     let dir = cli.dir.as_deref();
     let result = match cli.command {
@@ -70,6 +83,8 @@ fn main() {
         Command::Agent(cmd) => agent_cmds::run(cmd, dir).map(|code| std::process::exit(code)),
         Command::Status(args) => status_cmd::run(args, dir),
         Command::Stonith(cmd) => stonith_cmds::run(cmd, dir).map(|code| std::process::exit(code)),
+        Command::Node(cmd) => node_cmds::run(cmd, dir).map(|code| std::process::exit(code)),
+        Command::Resource(cmd) => resource_cmds::run(cmd, dir).map(|code| std::process::exit(code)),
     };
     if let Err(e) = result {
         eprintln!("halo: {e:#}");

@@ -351,8 +351,9 @@ fn replace_patch_and_watch_against_the_running_cluster() {
     std::fs::write(&f, format!("<resources>{}{}</resources>", primitive("a"), primitive("b"))).unwrap();
     let r = sb.halo("node1", &["cib", "replace", "-o", "resources", f.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.err);
-    // patch: the diff between two CIB files, applied to the cluster
-    let old = sb.halo("node2", &["cib", "query"]).out;
+    // patch: the diff between two CIB files, applied to the cluster. Read where the write
+    // was acknowledged (its origin applied it; another node may apply it a moment later).
+    let old = sb.halo("node1", &["cib", "query"]).out;
     let new = old.replace(&primitive("b"), &primitive("c"));
     assert_ne!(old, new);
     let (fa, fb, fp) = (sb.dir.join("a.xml"), sb.dir.join("b.xml"), sb.dir.join("p.xml"));

@@ -172,6 +172,20 @@ fn a_dummy_resource_is_kept_running_through_failures_and_never_runs_twice() {
         assert_eq!(before, after, "d1 was restarted when {n}'s controller was killed");
     }
 
+    // A resource whose agent is missing: its probes find it "not installed" on every node
+    // (recorded, rc 5), so it is banned everywhere and never started, while d1 runs on. (crm_mon
+    // does not list a probe's "not installed" among failed actions; neither does halo status.)
+    let ghost = r#"<primitive id="ghost" class="ocf" provider="heartbeat" type="NoSuchAgent"/>"#;
+    assert_eq!(sb.halo("node1", &["cib", "create", "-o", "resources", "--xml", ghost]).code, 0);
+    wait_for(Duration::from_secs(15), "ghost's probes recorded", || (status_xml(&sb, "node1").matches(r#"id="ghost_last_failure_0" operation_key="ghost_monitor_0""#).count() == 3).then_some(()));
+    assert_eq!(status_xml(&sb, "node1").matches(r#"operation_key="ghost_monitor_0" operation="monitor" crm-debug-origin="halo-execd" crm_feature_set="3.16.1" exit-reason="agent ocf:heartbeat:NoSuchAgent is not installed"#).count(), 6);
+    let r = sb.halo("node1", &["status", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.out).unwrap();
+    let ghost_role = v["resources"].as_array().unwrap().iter().find(|r| r["id"] == "ghost").map(|r| r["role"].clone());
+    assert_eq!(ghost_role, Some(serde_json::json!("Stopped")), "{v}");
+    assert_eq!(active_on(&sb, "d1"), vec![first.clone()]);
+    assert_eq!(sb.halo("node1", &["cib", "delete", "--xml", r#"<primitive id="ghost"/>"#]).code, 0);
+
     // Its node is lost: fenced (fence_sandbox reboots it), then d1 starts on a survivor.
     let killed_at = Instant::now();
     sb.kill(&first);
@@ -198,11 +212,71 @@ fn a_dummy_resource_is_kept_running_through_failures_and_never_runs_twice() {
         let s = status_xml(&sb, &now_on);
         s.contains(&format!(r#"uname="{moved}" in_ccm="false" crmd="offline" join="down" expected="down""#)).then_some(s)
     });
-    assert!(!stopped.contains("name=\"shutdown\""), "{stopped}");
+    assert!(!stopped.contains("name=\"shutdown\""), "down and its attributes gone in one write: {stopped}");
     std::thread::sleep(Duration::from_secs(2));
     let other = NODES.iter().find(|n| **n != moved && **n != now_on).unwrap();
     assert_eq!(sb.halo(other, &["stonith", "history"]).out.lines().count(), fenced_before, "nobody fenced the cleanly stopped node");
     assert_eq!(active_on(&sb, "d1"), vec![now_on]);
     let twice = watcher.finish();
     assert!(twice.is_empty(), "d1 was active on two live nodes at once: {twice:?}");
+}
+
+/// The promoted node of a clone, from `halo status --output json`.
+fn promoted(sb: &Sandbox, asked: &str, rsc: &str) -> Option<String> {
+    let r = sb.halo(asked, &["status", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.out).ok()?;
+    let on: Vec<String> = v["resources"]
+        .as_array()?
+        .iter()
+        .filter(|r| r["id"].as_str().is_some_and(|id| id.split(':').next() == Some(rsc)) && r["role"] == "Promoted")
+        .flat_map(|r| r["nodes"].as_array().cloned().unwrap_or_default())
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect();
+    (on.len() == 1).then(|| on[0].clone())
+}
+
+/// The tools agents call, as an agent calls them (the executor's links, HALO_CONFIG).
+fn tool(sb: &Sandbox, node: &str, name: &str, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(sb.node_dir(node).join("run").join("sbin").join(name))
+        .args(args)
+        .env("HALO_CONFIG", sb.node_dir(node).join("corosync.conf"))
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn a_promotable_clone_is_promoted_once_through_the_agents_own_scores_and_promotion_moves_with_its_node() {
+    const STATEFUL: &str = "/usr/lib/ocf/resource.d/pacemaker/Stateful";
+    if !have_loopback_aliases() || !std::path::Path::new(STATEFUL).exists() {
+        eprintln!("skipped: needs 127.0.0.13 and {STATEFUL} (pacemaker-resource-agents)");
+        return;
+    }
+    let sb = Sandbox::create_cluster("controld-promotable", 3);
+    for n in NODES {
+        sb.start(n);
+    }
+    wait_for(Duration::from_secs(20), "three nodes joined", || (status_xml(&sb, "node1").matches(r#"join="member""#).count() == 3).then_some(()));
+    assert_eq!(sb.halo("node1", &["stonith", "create", "fs", "fence_sandbox", "pcmk_host_list=node1 node2 node3"]).code, 0);
+    // The tools agents call.
+    assert_eq!(tool(&sb, "node2", "crm_node", &["-n"]), (0, "node2".to_string()));
+    assert_eq!(tool(&sb, "node2", "crm_node", &["-q"]), (0, "1".to_string()));
+    assert_eq!(tool(&sb, "node2", "crm_attribute", &["-N", "node3", "-n", "rack", "-v", "r7", "-l", "forever"]).0, 0);
+    assert_eq!(tool(&sb, "node1", "crm_attribute", &["-N", "node3", "-n", "rack", "-G", "-q"]), (0, "r7".to_string()));
+    assert_eq!(tool(&sb, "node1", "crm_attribute", &["-N", "node3", "-n", "nosuch", "-G", "-q"]).0, 105);
+    assert_eq!(tool(&sb, "node3", "attrd_updater", &["-n", "probe-me", "-U", "yes"]).0, 0);
+    wait_for(Duration::from_secs(10), "a transient attribute through the DC", || status_xml(&sb, "node1").contains(r#"name="probe-me" value="yes""#).then_some(()));
+
+    let clone = r#"<clone id="st-clone"><meta_attributes id="st-clone-meta"><nvpair id="st-p" name="promotable" value="true"/></meta_attributes><primitive id="st" class="ocf" provider="pacemaker" type="Stateful"><operations><op id="st-mon-p" name="monitor" interval="1s" role="Promoted" timeout="20s"/><op id="st-mon-u" name="monitor" interval="2s" role="Unpromoted" timeout="20s"/></operations></primitive></clone>"#;
+    assert_eq!(sb.halo("node1", &["cib", "create", "-o", "resources", "--xml", clone]).code, 0);
+    let first = wait_for(Duration::from_secs(30), "one promoted instance", || promoted(&sb, "node1", "st"));
+    // The agents set their own promotion scores (crm_attribute --promotion).
+    let s = status_xml(&sb, "node1");
+    assert_eq!(s.matches(r#"name="master-st""#).count(), 3, "{s}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(promoted(&sb, "node1", "st"), Some(first.clone()), "promotion is stable");
+    sb.kill(&first);
+    let other = NODES.iter().find(|n| **n != first).unwrap();
+    let next = wait_for(Duration::from_secs(30), "promotion moved", || promoted(&sb, other, "st").filter(|n| *n != first));
+    assert_ne!(next, first);
 }

@@ -120,6 +120,9 @@ pub enum Input {
     FenceDone { transition: u64, action: usize, ok: bool, reason: String },
     /// The node is stopping (halod's SIGTERM): move its resources off, then exit.
     Shutdown,
+    /// A local client sets or deletes a transient node attribute (an agent's crm_attribute,
+    /// attrd_updater, crm_master): handed to the DC.
+    Attribute(pb::AttributeUpdate),
 }
 
 #[derive(Debug)]
@@ -295,6 +298,18 @@ impl Controller {
             Input::WriteDone { tag, result } => self.on_write_done(tag, result),
             Input::FenceDone { transition, action, ok, reason } => self.on_fence_done(transition, action, ok, &reason),
             Input::Shutdown => self.on_shutdown(),
+            Input::Attribute(mut a) => {
+                if a.node == 0 {
+                    a.node = self.cfg.me;
+                }
+                match self.current_dc() {
+                    Some(dc) => {
+                        a.dc = dc;
+                        self.outbox.push_back(Action::Broadcast(pb::PeerMessage { body: Some(pb::peer_message::Body::Attribute(a)) }));
+                    }
+                    None => tracing::warn!("attribute {} of node {} dropped: no DC", a.name, a.node),
+                }
+            }
         }
         self.step();
     }
@@ -360,8 +375,7 @@ impl Controller {
                 if d.stopping.remove(&n) {
                     // A clean stop: down, not lost; its transient attributes go with it.
                     d.gone.remove(&n);
-                    writes.push(records::node_fields(&n.to_string(), &names_of(&nodes, n), &[("in_ccm", "false"), ("crmd", "offline"), ("join", "down"), ("expected", "down")]));
-                    writes.push(records::delete_transient_attrs_all(&n.to_string()));
+                    writes.push(records::node_left_cleanly(&n.to_string()));
                     d.dirty = true;
                 } else if node_down {
                     d.gone.remove(&n);
@@ -445,6 +459,17 @@ impl Controller {
         }
     }
 
+    /// The DC: a transient attribute for a node in the cluster (names are checked as the
+    /// CIB checks any write: a bad one is refused there and changes nothing).
+    fn on_attribute(&mut self, a: pb::AttributeUpdate) {
+        if a.dc != self.cfg.me || self.dc.is_none() || !self.cfg.nodes.contains_key(&a.node) || a.name.is_empty() {
+            return;
+        }
+        let (id, name) = (a.node.to_string(), self.name(a.node));
+        let w = if a.delete { records::delete_transient_attrs(&id, &[a.name.clone()]) } else { records::transient_attrs(&id, &name, &[(a.name.clone(), a.value.clone())]) };
+        self.write(w, AfterWrite::MayBeRefused);
+    }
+
     /// The DC: a node asks to stop. It is expected down from now on (so its leaving is not
     /// a failure) and its `shutdown` attribute makes the scheduler move its resources off
     /// and end with `do_shutdown`.
@@ -477,6 +502,7 @@ impl Controller {
             Some(Body::Execute(x)) => self.on_execute(from, x),
             Some(Body::Result(r)) => self.on_result(from, r),
             Some(Body::ShutdownRequest(r)) => self.on_shutdown_request(from, r),
+            Some(Body::Attribute(a)) => self.on_attribute(a),
             Some(Body::Shutdown(x)) => {
                 if x.to == self.cfg.me && Some(from) == self.current_dc() && self.shutting_down {
                     tracing::info!("the DC has moved this node's resources off: exiting");
@@ -735,9 +761,7 @@ impl Controller {
                             if self.shutting_down {
                                 // The DC goes last and says so itself (§6.1 step 6): the next
                                 // DC finds it down, not lost.
-                                let (id, name) = (n.to_string(), self.name(n));
-                                self.write(records::node_fields(&id, &name, &[("in_ccm", "false"), ("crmd", "offline"), ("join", "down"), ("expected", "down")]), AfterWrite::Nothing);
-                                self.write(records::delete_transient_attrs_all(&id), AfterWrite::Nothing);
+                                self.write(records::node_left_cleanly(&n.to_string()), AfterWrite::Nothing);
                                 self.outbox.push_back(Action::Exit);
                             }
                         }

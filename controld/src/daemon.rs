@@ -85,6 +85,7 @@ fn new_dc_uuid() -> String {
 
 struct Api {
     status: mpsc::Sender<oneshot::Sender<pb::StatusReply>>,
+    attributes: mpsc::Sender<pb::AttributeUpdate>,
 }
 
 #[tonic::async_trait]
@@ -94,16 +95,27 @@ impl ControllerApi for Api {
         self.status.send(tx).await.map_err(|_| Status::unavailable("the controller is stopping"))?;
         rx.await.map(Response::new).map_err(|_| Status::unavailable("the controller is stopping"))
     }
+
+    async fn update_attribute(&self, req: Request<pb::AttributeUpdate>) -> Result<Response<pb::AttributeReply>, Status> {
+        // Agents run as root (or the daemon's user); attributes steer placement.
+        proto::require_root_or_self(&req, "halo-controld", "set node attributes")?;
+        let a = req.into_inner();
+        if a.name.is_empty() || a.name.len() > 256 || a.value.len() > 4096 {
+            return Err(Status::invalid_argument("an attribute needs a name (at most 256 bytes) and a value of at most 4096 bytes"));
+        }
+        self.attributes.send(a).await.map_err(|_| Status::unavailable("the controller is stopping"))?;
+        Ok(Response::new(pb::AttributeReply {}))
+    }
 }
 
 /// Whether a committed change touches what scheduling reads beyond the DC's own status
 /// writes: the configuration, transient attributes, tickets.
-fn replan_needed(change: &cibclient::Change) -> bool {
+pub fn replan_needed(change: &cibclient::Change) -> bool {
     change.paths().any(|p| p.starts_with("/cib/configuration") || p.contains("transient_attributes") || p.contains("tickets"))
         || change.patch.children_named("change").any(|c| c.iter_descendants().any(|e| e.name == "transient_attributes" || e.name == "configuration" || e.name == "tickets"))
 }
 
-fn facts_of(cib: &cib::Cib) -> CibFacts {
+pub fn facts_of(cib: &cib::Cib) -> CibFacts {
     let mut f = CibFacts::default();
     for ns in &cib.status.nodes {
         if let Ok(id) = ns.id.parse() {
@@ -218,12 +230,13 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
         });
     }
     let (status_tx, mut status_rx) = mpsc::channel::<oneshot::Sender<pb::StatusReply>>(64);
+    let (attr_tx, mut attr_rx) = mpsc::channel::<pb::AttributeUpdate>(1024);
     // SIGTERM does not stop the API at once: it asks the core to move this node's resources
     // off first (Input::Shutdown); the core says when to exit (Action::Exit).
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let mut stop_signal = Box::pin(shutdown);
     let mut stop_tx = Some(stop_tx);
-    let server = tonic::transport::Server::builder().add_service(ControllerServer::new(Api { status: status_tx })).serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+    let server = tonic::transport::Server::builder().add_service(ControllerServer::new(Api { status: status_tx, attributes: attr_tx })).serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
         let _ = stop_rx.await;
     });
     let mut server = Box::pin(server);
@@ -290,6 +303,7 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
             }
             Some(input) = rx.recv() => core.handle(now(), input),
             Some(reply) = status_rx.recv() => { let _ = reply.send(core.status()); }
+            Some(a) = attr_rx.recv() => core.handle(now(), Input::Attribute(a)),
             _ = sleep, if timeout.is_some() => core.handle_timeout(now()),
         }
         while let Some(a) = core.poll_action() {

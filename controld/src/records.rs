@@ -192,10 +192,25 @@ pub fn transient_attrs(node_id: &str, uname: &str, attrs: &[(String, String)]) -
     modify(node_state(node_id, uname, &[], vec![ta]))
 }
 
-/// Delete all of a node's transient attributes (it left cleanly: they go with it).
-pub fn delete_transient_attrs_all(node_id: &str) -> pb::WriteRequest {
-    patch(vec![delete_change(&format!("{}/transient_attributes", node_path(node_id)))])
+/// A node that left cleanly (§6.1 step 5): down, not lost, and its transient attributes
+/// gone with it, in one write (no reader sees one without the other). The node has a
+/// state: it joined before it asked to stop.
+pub fn node_left_cleanly(node_id: &str) -> pb::WriteRequest {
+    let mut c = Element::new("change");
+    c.set_attr("operation", "modify");
+    c.set_attr("path", &node_path(node_id));
+    let mut list = Element::new("change-list");
+    for (k, v) in [("in_ccm", "false"), ("crmd", "offline"), ("join", "down"), ("expected", "down")] {
+        let mut a = Element::new("change-attr");
+        a.set_attr("name", k);
+        a.set_attr("operation", "set");
+        a.set_attr("value", v);
+        list.push(a);
+    }
+    c.push(list);
+    patch(vec![c, delete_change(&format!("{}/transient_attributes", node_path(node_id)))])
 }
+
 
 /// Delete transient attributes by name (patch paths select by id only).
 pub fn delete_transient_attrs(node_id: &str, names: &[String]) -> pb::WriteRequest {
@@ -324,6 +339,8 @@ mod tests {
         assert!(c.status.nodes.iter().find(|n| n.id == "2").unwrap().lrm[0].ops.iter().any(|o| o.id == "d_monitor_10000"));
         doc = apply(&doc, &delete_transient_attrs("2", &["last-failure-d#monitor_10000".to_string()]));
         assert!(!doc.to_xml().contains("last-failure-d#monitor_10000") && doc.to_xml().contains("fail-count-d#monitor_10000"));
+        let left = apply(&doc, &node_left_cleanly("2"));
+        assert!(left.to_xml().contains(r#"<node_state id="2" uname="n2" in_ccm="false" crmd="offline" join="down" expected="down""#) && !left.to_xml().contains("fail-count"));
         doc = apply(&doc, &node_gone_if_known("2"));
         assert!(doc.to_xml().contains(r#"<node_state id="2" uname="n2" in_ccm="false" crmd="offline" join="member""#));
         doc = apply(&doc, &node_fenced("2"));

@@ -5,7 +5,7 @@
 //! Agents get `HA_RSCTMP = run_dir/rsctmp` (each sandbox node its own; halod empties it when
 //! the node starts, as a reboot empties /run) and run in `state_dir/cores`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use anyhow::{anyhow, Context, Result};
@@ -40,8 +40,35 @@ impl Setup {
             std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
         }
         let dirs = AgentDirs::discover(std::env::current_exe().ok().as_deref());
-        Ok(Setup { env: ExecEnv { dirs, rsctmp, workdir, node_name: local.name, systemd: crate::systemd::Systemd::host(), fencer: Some(paths.socket(Daemon::Fenced)) }, socket: paths.socket(Daemon::Execd) })
+        let cluster_tools = cluster_tools(&paths.run_dir.join("sbin"), config_path);
+        Ok(Setup {
+            env: ExecEnv { dirs, rsctmp, workdir, node_name: local.name, systemd: crate::systemd::Systemd::host(), fencer: Some(paths.socket(Daemon::Fenced)), cluster_tools },
+            socket: paths.socket(Daemon::Execd),
+        })
     }
+}
+
+/// The tools agents call, as Pacemaker installs them: `halo` (found beside this daemon)
+/// under the names `crm_attribute`, `crm_master`, `attrd_updater` and `crm_node`, as
+/// symbolic links in `dir` (made anew at every start). None, with a warning, when `halo`
+/// is not there: agents that set attributes then fail as they would without Pacemaker.
+fn cluster_tools(dir: &Path, config: &Path) -> Option<(PathBuf, PathBuf)> {
+    let halo = std::env::current_exe().ok()?.parent()?.join("halo");
+    if !halo.exists() {
+        tracing::warn!("{} not found: agents cannot call crm_attribute, crm_master, attrd_updater or crm_node", halo.display());
+        return None;
+    }
+    let _ = std::fs::create_dir_all(dir);
+    for name in ["crm_attribute", "crm_master", "attrd_updater", "crm_node"] {
+        let link = dir.join(name);
+        let _ = std::fs::remove_file(&link);
+        if let Err(e) = std::os::unix::fs::symlink(&halo, &link) {
+            tracing::warn!("cannot link {}: {e}", link.display());
+            return None;
+        }
+    }
+    let config = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
+    Some((dir.to_path_buf(), config))
 }
 
 fn authorize<T>(req: &Request<T>) -> Result<(), Status> {

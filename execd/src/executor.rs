@@ -125,14 +125,14 @@ async fn worker(shared: Arc<Shared>, me: mpsc::WeakUnboundedSender<Work>, mut rx
         match w {
             Work::Exec { req, reply, queued } => queue.push_back((Job::Once { req, reply }, queued)),
             Work::Recur { req } => {
+                // A (re-)registration runs at once and reports its first result whatever it
+                // is: the caller (the controller confirming an action) waits for it. The
+                // previous registration's pending run is dropped by its generation.
                 let key = (req.action.clone(), req.interval_ms);
                 generation += 1;
-                let first_time = !recurring.contains_key(&key);
-                let last = recurring.remove(&key).and_then(|r| r.last);
-                recurring.insert(key.clone(), Recurring { req, generation, last });
-                if first_time {
-                    queue.push_back((Job::Repeat { key, generation }, Instant::now()));
-                }
+                recurring.insert(key.clone(), Recurring { req, generation, last: None });
+                queue.retain(|(j, _)| !matches!(j, Job::Repeat { key: k, .. } if *k == key));
+                queue.push_back((Job::Repeat { key, generation }, Instant::now()));
             }
             Work::Due { key, generation } => {
                 if recurring.get(&key).is_some_and(|r| r.generation == generation) {

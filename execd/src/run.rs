@@ -69,6 +69,11 @@ pub struct ExecEnv {
     pub systemd: crate::systemd::Systemd,
     /// halo-fenced's socket, to which stonith resources' start, stop and monitor go.
     pub fencer: Option<PathBuf>,
+    /// The cluster tools agents call (`crm_attribute`, `crm_master`, `attrd_updater`,
+    /// `crm_node`: halo's own binary under those names) and the node's config they act on:
+    /// (directory, config file). Agents get the directory as `HA_SBIN_DIR` and first in
+    /// `PATH`, and the config as `HALO_CONFIG`.
+    pub cluster_tools: Option<(PathBuf, PathBuf)>,
 }
 
 impl OpResult {
@@ -231,12 +236,22 @@ async fn run_systemd_op(sd: &crate::systemd::Systemd, req: &OpRequest, cancel: O
 
 /// The environment of an agent: a fixed base, then the OCF variables for ocf agents.
 fn environment(env: &ExecEnv, req: &OpRequest) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> =
-        vec![("PATH".into(), PATH.into()), ("LC_ALL".into(), "C".into()), ("HA_RSCTMP".into(), env.rsctmp.display().to_string())];
+    let path = match &env.cluster_tools {
+        Some((sbin, _)) => format!("{}:{PATH}", sbin.display()),
+        None => PATH.to_string(),
+    };
+    let mut v: Vec<(String, String)> = vec![("PATH".into(), path), ("LC_ALL".into(), "C".into()), ("HA_RSCTMP".into(), env.rsctmp.display().to_string())];
+    if let Some((sbin, config)) = &env.cluster_tools {
+        v.push(("HA_SBIN_DIR".into(), sbin.display().to_string()));
+        v.push(("HALO_CONFIG".into(), config.display().to_string()));
+    }
     // In a sandbox every process of a node carries this marker (halo sandbox start sets it),
     // services started by agents included, so fence_sandbox can power all of the node off.
     if let Ok(node) = std::env::var("HALO_SANDBOX_NODE") {
         v.push(("HALO_SANDBOX_NODE".into(), node));
+        // Sandbox nodes share one host: agents that keep state in /var/run (HA_VARRUN, e.g.
+        // ocf:pacemaker:Stateful) get the node's own run-time directory, as HA_RSCTMP.
+        v.push(("HA_VARRUN".into(), format!("{}/", env.rsctmp.display())));
     }
     if req.agent.standard == Standard::Stonith {
         // fence_sandbox finds its sandbox and halo through these; set by `halo sandbox start`.

@@ -26,6 +26,7 @@ impl Bench {
         std::fs::create_dir_all(&rsctmp).unwrap();
         std::fs::create_dir_all(dir.path().join("agents/ocf/test")).unwrap();
         let env = ExecEnv {
+            cluster_tools: None,
             dirs: AgentDirs {
                 ocf_root: PathBuf::from("/usr/lib/ocf"),
                 halo: Some(dir.path().join("agents")),
@@ -245,6 +246,16 @@ async fn a_recurring_monitor_reports_changes_only_and_sees_a_failure_within_its_
     // The next run after the failure (one interval), with room for a loaded machine.
     assert!(t0.elapsed() < Duration::from_millis(300 + 1000), "{:?}", t0.elapsed());
     assert_eq!(ex.history()["f"].last_failure.as_ref().map(|r| r.rc), None, "7 from a monitor is a state, judged by the controller");
+    // Registered again (a controller after a cleanup): it runs at once, its first result is
+    // reported even though unchanged, and it keeps running on its interval.
+    std::fs::write(&state, "").unwrap();
+    let back = next_event(&mut rx, Duration::from_secs(2)).await;
+    assert_eq!(back.record.rc, 0);
+    ex.recur(mon.clone());
+    let again = next_event(&mut rx, Duration::from_secs(1)).await;
+    assert_eq!((again.record.operation_key.as_str(), again.record.rc), ("f_monitor_300", 0));
+    std::fs::remove_file(&state).unwrap();
+    assert_eq!(next_event(&mut rx, Duration::from_secs(2)).await.record.rc, 7, "the re-registered monitor stopped running");
     // Cancelled: no more runs.
     assert!(ex.cancel("f", "monitor", 300).await);
     assert!(!ex.cancel("f", "monitor", 300).await, "cancelling twice");

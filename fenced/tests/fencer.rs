@@ -61,6 +61,7 @@ impl Bench {
         let rsctmp = dir.path().join("rsctmp");
         std::fs::create_dir_all(&rsctmp).unwrap();
         let env = ExecEnv {
+            cluster_tools: None,
             dirs: AgentDirs { ocf_root: PathBuf::from("/usr/lib/ocf"), halo: Some(dir.path().join("agents")), initd: dir.path().join("init.d"), fence: PathBuf::from("/usr/sbin") },
             rsctmp,
             workdir: PathBuf::from("/"),

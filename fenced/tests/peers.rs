@@ -60,6 +60,7 @@ impl Cluster {
             let rsctmp = dir.path().join(format!("rsctmp{i}"));
             std::fs::create_dir_all(&rsctmp).unwrap();
             let env = ExecEnv {
+            cluster_tools: None,
                 dirs: AgentDirs { ocf_root: PathBuf::from("/usr/lib/ocf"), halo: Some(dir.path().join("agents")), initd: dir.path().join("init.d"), fence: dir.path().join("sbin") },
                 rsctmp,
                 workdir: PathBuf::from("/"),
