@@ -524,6 +524,62 @@ pub fn apply_patch(doc: &Document, patch: &Element) -> Result<Document, CibError
     Ok(out)
 }
 
+/// Building a v2 patchset without `<version>` (applied to whatever CIB is current): for
+/// writes that name their targets by path, e.g. the DC's status writes scoped by node and
+/// the CLI's pure edits. Paths select by `@id` only, as [`apply_patch`] reads them.
+pub mod build {
+    use crate::xml::Element;
+
+    pub fn delete(path: &str) -> Element {
+        let mut c = Element::new("change");
+        c.set_attr("operation", "delete");
+        c.set_attr("path", path);
+        c
+    }
+
+    /// Set (Some) or unset (None) attributes of the element at `path`.
+    pub fn modify(path: &str, attrs: &[(&str, Option<&str>)]) -> Element {
+        let mut c = Element::new("change");
+        c.set_attr("operation", "modify");
+        c.set_attr("path", path);
+        let mut list = Element::new("change-list");
+        for (k, v) in attrs {
+            let mut a = Element::new("change-attr");
+            a.set_attr("name", k);
+            match v {
+                Some(v) => {
+                    a.set_attr("operation", "set");
+                    a.set_attr("value", v);
+                }
+                None => a.set_attr("operation", "unset"),
+            }
+            list.push(a);
+        }
+        c.push(list);
+        c
+    }
+
+    /// Put `xml` as the child at `position` of the element at `parent_path`.
+    pub fn create(parent_path: &str, position: usize, xml: Element) -> Element {
+        let mut c = Element::new("change");
+        c.set_attr("operation", "create");
+        c.set_attr("path", parent_path);
+        c.set_attr("position", &position.to_string());
+        c.push(xml);
+        c
+    }
+
+    /// `<diff format="2">` without `<version>`.
+    pub fn patchset(changes: Vec<Element>) -> Element {
+        let mut d = Element::new("diff");
+        d.set_attr("format", "2");
+        for c in changes {
+            d.push(c);
+        }
+        d
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,21 +160,20 @@ fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// A permanent node attribute or cluster option set (a modify) or deleted (a patch).
-fn permanent_write(scope: Scope, node: u32, node_name: &str, name: &str, value: Option<&str>) -> proto::cib::WriteRequest {
+/// A cluster option set (a modify) or deleted. (Permanent node attributes are the same edit
+/// as `halo node standby`'s: `node_cmds::attr_patch`.)
+fn crm_config_write(name: &str, value: Option<&str>) -> proto::cib::WriteRequest {
     use proto::cib::write_request::Op;
-    let (owner, set_id) = match scope {
-        Scope::Nodes => (format!("nodes-{node}"), format!("nodes-{node}")),
-        _ => ("cib-bootstrap-options".to_string(), "cib-bootstrap-options".to_string()),
-    };
-    let nv_id = format!("{owner}-{}", name.replace('#', "."));
+    let set_id = "cib-bootstrap-options";
+    let nv_id = format!("{set_id}-{}", name.replace('#', "."));
     match value {
         Some(v) => {
-            let pair = format!(r#"<nvpair id="{}" name="{}" value="{}"/>"#, xml_escape(&nv_id), xml_escape(name), xml_escape(v));
-            let xml = match scope {
-                Scope::Nodes => format!(r#"<node id="{node}" uname="{}"><instance_attributes id="{set_id}">{pair}</instance_attributes></node>"#, xml_escape(node_name)),
-                _ => format!(r#"<crm_config><cluster_property_set id="{set_id}">{pair}</cluster_property_set></crm_config>"#),
-            };
+            let xml = format!(
+                r#"<crm_config><cluster_property_set id="{set_id}"><nvpair id="{}" name="{}" value="{}"/></cluster_property_set></crm_config>"#,
+                xml_escape(&nv_id),
+                xml_escape(name),
+                xml_escape(v)
+            );
             proto::cib::WriteRequest { op: Some(Op::Modify(proto::cib::Modify { xml })) }
         }
         None => proto::cib::WriteRequest { op: Some(Op::Delete(proto::cib::Delete { xml: format!(r#"<nvpair id="{}"/>"#, xml_escape(&nv_id)) })) },
@@ -235,7 +234,11 @@ async fn attribute(o: &Opts, name: &str, scope: Scope) -> Result<i32> {
     let value = if o.has(&["D", "delete", "delete-attr"]) { None } else { o.get(&["v", "update", "attr-value"]) };
     match scope {
         Scope::Status => transient(node, name, value.as_deref()).await?,
-        _ => cib_write(permanent_write(scope, node, &node_name, name, value.as_deref())).await?,
+        Scope::Nodes => {
+            let names = [node_name];
+            crate::node_cmds::edit_live(node_dir().as_deref(), |doc| crate::node_cmds::attr_patch(doc, crate::node_cmds::Nodes::Named(&names), name, value.as_deref())).await?;
+        }
+        Scope::CrmConfig => cib_write(crm_config_write(name, value.as_deref())).await?,
     }
     Ok(0)
 }
@@ -325,8 +328,8 @@ mod tests {
         assert_eq!(find_value(&cib, Scope::Status, 1, "master-db"), None);
         assert_eq!(find_value(&cib, Scope::Nodes, 2, "standby").as_deref(), Some("on"));
         assert_eq!(find_value(&cib, Scope::CrmConfig, 0, "stonith-enabled").as_deref(), Some("false"));
-        let w = permanent_write(Scope::Nodes, 2, "n2", "standby", Some("off"));
+        let w = crm_config_write("no-quorum-policy", Some("freeze"));
         let Some(proto::cib::write_request::Op::Modify(m)) = w.op else { panic!() };
-        assert_eq!(m.xml, r#"<node id="2" uname="n2"><instance_attributes id="nodes-2"><nvpair id="nodes-2-standby" name="standby" value="off"/></instance_attributes></node>"#);
+        assert_eq!(m.xml, r#"<crm_config><cluster_property_set id="cib-bootstrap-options"><nvpair id="cib-bootstrap-options-no-quorum-policy" name="no-quorum-policy" value="freeze"/></cluster_property_set></crm_config>"#);
     }
 }

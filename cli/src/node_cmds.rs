@@ -269,54 +269,7 @@ pub(crate) fn solid_count(e: &Element) -> usize {
     e.children.iter().filter(|n| !matches!(n, Node::Text(t) if t.trim().is_empty())).count()
 }
 
-pub(crate) fn delete_change(path: &str) -> Element {
-    let mut c = Element::new("change");
-    c.set_attr("operation", "delete");
-    c.set_attr("path", path);
-    c
-}
-
-/// Set (Some) or unset (None) attributes of the element at `path`.
-pub(crate) fn modify_change(path: &str, attrs: &[(&str, Option<&str>)]) -> Element {
-    let mut c = Element::new("change");
-    c.set_attr("operation", "modify");
-    c.set_attr("path", path);
-    let mut list = Element::new("change-list");
-    for (k, v) in attrs {
-        let mut a = Element::new("change-attr");
-        a.set_attr("name", k);
-        match v {
-            Some(v) => {
-                a.set_attr("operation", "set");
-                a.set_attr("value", v);
-            }
-            None => a.set_attr("operation", "unset"),
-        }
-        list.push(a);
-    }
-    c.push(list);
-    c
-}
-
-/// Put `xml` as the child at `position` of the element at `parent_path`.
-pub(crate) fn create_change(parent_path: &str, position: usize, xml: Element) -> Element {
-    let mut c = Element::new("change");
-    c.set_attr("operation", "create");
-    c.set_attr("path", parent_path);
-    c.set_attr("position", &position.to_string());
-    c.push(xml);
-    c
-}
-
-/// `<diff format="2">` without `<version>`: applied to whatever CIB is current.
-pub(crate) fn patchset(changes: Vec<Element>) -> Element {
-    let mut d = Element::new("diff");
-    d.set_attr("format", "2");
-    for c in changes {
-        d.push(c);
-    }
-    d
-}
+pub(crate) use cib::diff::build::{create as create_change, delete as delete_change, modify as modify_change, patchset};
 
 #[cfg(test)]
 pub(crate) mod tests {

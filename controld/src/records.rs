@@ -7,6 +7,7 @@
 //! fencing: `join=down`, `expected=down`, history and transient attributes deleted);
 //! EXECD-NOTES §6 (the `lrm_rsc_op` record).
 
+use cib::diff::build;
 use cib::xml::Element;
 use proto::cib as pb;
 
@@ -30,19 +31,7 @@ fn modify(xml: Element) -> pb::WriteRequest {
 }
 
 fn patch(changes: Vec<Element>) -> pb::WriteRequest {
-    let mut diff = Element::new("diff");
-    diff.set_attr("format", "2");
-    for c in changes {
-        diff.push(c);
-    }
-    pb::WriteRequest { op: Some(pb::write_request::Op::Patch(pb::Patch { xml: diff.to_xml() })) }
-}
-
-fn delete_change(path: &str) -> Element {
-    let mut c = Element::new("change");
-    c.set_attr("operation", "delete");
-    c.set_attr("path", path);
-    c
+    pb::WriteRequest { op: Some(pb::write_request::Op::Patch(pb::Patch { xml: build::patchset(changes).to_xml() })) }
 }
 
 fn node_path(node_id: &str) -> String {
@@ -76,19 +65,7 @@ pub fn node_fields(node_id: &str, uname: &str, attrs: &[(&str, &str)]) -> pb::Wr
 /// state (a node never seen keeps none, so the scheduler still treats it as never seen:
 /// startup fencing). The CIB refuses the write when there is no state; nothing changes.
 pub fn node_gone_if_known(node_id: &str) -> pb::WriteRequest {
-    let mut c = Element::new("change");
-    c.set_attr("operation", "modify");
-    c.set_attr("path", &node_path(node_id));
-    let mut list = Element::new("change-list");
-    for (k, v) in [("in_ccm", "false"), ("crmd", "offline")] {
-        let mut a = Element::new("change-attr");
-        a.set_attr("name", k);
-        a.set_attr("operation", "set");
-        a.set_attr("value", v);
-        list.push(a);
-    }
-    c.push(list);
-    patch(vec![c])
+    patch(vec![build::modify(&node_path(node_id), &[("in_ccm", Some("false")), ("crmd", Some("offline"))])])
 }
 
 /// The `<cib>` attributes the DC owns: `dc-uuid` and `have-quorum`.
@@ -110,18 +87,13 @@ pub fn replace_history(node_id: &str, lrm_resources: &str) -> Result<pb::WriteRe
     let mut lrm = Element::new("lrm");
     lrm.set_attr("id", node_id);
     lrm.push(resources);
-    let mut create = Element::new("change");
-    create.set_attr("operation", "create");
-    create.set_attr("path", &node_path(node_id));
-    create.set_attr("position", "0");
-    create.push(lrm);
-    Ok(patch(vec![delete_change(&format!("{}/lrm", node_path(node_id))), create]))
+    Ok(patch(vec![build::delete(&format!("{}/lrm", node_path(node_id))), build::create(&node_path(node_id), 0, lrm)]))
 }
 
 /// After fencing: the node is down and ran nothing; its history and transient attributes
 /// are gone (they died with it).
 pub fn node_fenced(node_id: &str) -> pb::WriteRequest {
-    patch(vec![delete_change(&format!("{}/lrm", node_path(node_id))), delete_change(&format!("{}/transient_attributes", node_path(node_id)))])
+    patch(vec![build::delete(&format!("{}/lrm", node_path(node_id))), build::delete(&format!("{}/transient_attributes", node_path(node_id)))])
 }
 
 /// One op result into a node's history: its record (`lrm_rsc_op` as the executor made it,
@@ -160,12 +132,12 @@ pub fn record_op(node_id: &str, uname: &str, rsc: &str, agent: &str, op_xml: &st
 
 /// Forget one record (a cancelled recurring op).
 pub fn delete_op(node_id: &str, rsc: &str, op_id: &str) -> pb::WriteRequest {
-    patch(vec![delete_change(&format!("{}/lrm/lrm_resources/lrm_resource[@id='{rsc}']/lrm_rsc_op[@id='{op_id}']", node_path(node_id)))])
+    patch(vec![build::delete(&format!("{}/lrm/lrm_resources/lrm_resource[@id='{rsc}']/lrm_rsc_op[@id='{op_id}']", node_path(node_id)))])
 }
 
 /// Forget a resource's whole history on a node (cleanup, refresh): it is probed again.
 pub fn delete_resource_history(node_id: &str, rsc: &str) -> pb::WriteRequest {
-    patch(vec![delete_change(&format!("{}/lrm/lrm_resources/lrm_resource[@id='{rsc}']", node_path(node_id)))])
+    patch(vec![build::delete(&format!("{}/lrm/lrm_resources/lrm_resource[@id='{rsc}']", node_path(node_id)))])
 }
 
 /// The id of a transient attribute's nvpair: `status-<node>-<name>`, `#` made `.` (as
@@ -196,19 +168,8 @@ pub fn transient_attrs(node_id: &str, uname: &str, attrs: &[(String, String)]) -
 /// gone with it, in one write (no reader sees one without the other). The node has a
 /// state: it joined before it asked to stop.
 pub fn node_left_cleanly(node_id: &str) -> pb::WriteRequest {
-    let mut c = Element::new("change");
-    c.set_attr("operation", "modify");
-    c.set_attr("path", &node_path(node_id));
-    let mut list = Element::new("change-list");
-    for (k, v) in [("in_ccm", "false"), ("crmd", "offline"), ("join", "down"), ("expected", "down")] {
-        let mut a = Element::new("change-attr");
-        a.set_attr("name", k);
-        a.set_attr("operation", "set");
-        a.set_attr("value", v);
-        list.push(a);
-    }
-    c.push(list);
-    patch(vec![c, delete_change(&format!("{}/transient_attributes", node_path(node_id)))])
+    let down = [("in_ccm", Some("false")), ("crmd", Some("offline")), ("join", Some("down")), ("expected", Some("down"))];
+    patch(vec![build::modify(&node_path(node_id), &down), build::delete(&format!("{}/transient_attributes", node_path(node_id)))])
 }
 
 
@@ -217,7 +178,7 @@ pub fn delete_transient_attrs(node_id: &str, names: &[String]) -> pb::WriteReque
     patch(
         names
             .iter()
-            .map(|n| delete_change(&format!("{}/transient_attributes/instance_attributes/nvpair[@id='{}']", node_path(node_id), transient_attr_id(node_id, n))))
+            .map(|n| build::delete(&format!("{}/transient_attributes/instance_attributes/nvpair[@id='{}']", node_path(node_id), transient_attr_id(node_id, n))))
             .collect(),
     )
 }
