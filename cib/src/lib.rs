@@ -18,6 +18,9 @@ pub use model::*;
 pub use status::*;
 pub use xml::{Document, Element, Node};
 
+/// The Pacemaker feature set halo speaks (`crm_feature_set` of the CIB and of records).
+pub const FEATURE_SET: &str = "3.16.1";
+
 /// A parsed, validated CIB.
 #[derive(Debug, Clone)]
 pub struct Cib {

@@ -32,6 +32,36 @@ impl LrmOp {
     }
 }
 
+/// A record of an op that has no result from its agent (call-id -1, so it sorts after
+/// every real one): **pending** (op-status -1, rc 193: the op is queued or running, or was
+/// sent, so the CIB says it may have run even if its result is lost), or **lost**
+/// (`lost = Some(reason)`: op-status 2 "timed out", rc 1, the DC's own timer ran out,
+/// CONTROLLER-NOTES §3.3). Its id is the one the op's real record will have
+/// (`<rsc>_last_0`, or `<rsc>_<task>_<interval>` for a recurring op), which replaces it.
+pub fn unfinished_op_record(rsc: &str, task: &str, interval_ms: u64, transition_key: &str, lost: Option<&str>, now_s: i64, origin: &str) -> Element {
+    let key = format!("{rsc}_{task}_{interval_ms}");
+    let (status, rc) = if lost.is_some() { (2, 1) } else { (-1, 193) };
+    let mut op = Element::new("lrm_rsc_op");
+    op.set_attr("id", &if interval_ms > 0 { key.clone() } else { format!("{rsc}_last_0") });
+    op.set_attr("operation_key", &key);
+    op.set_attr("operation", task);
+    op.set_attr("crm-debug-origin", origin);
+    op.set_attr("crm_feature_set", crate::FEATURE_SET);
+    op.set_attr("transition-key", transition_key);
+    op.set_attr("transition-magic", &format!("{status}:{rc};{transition_key}"));
+    if let Some(reason) = lost {
+        op.set_attr("exit-reason", reason);
+    }
+    op.set_attr("call-id", "-1");
+    op.set_attr("rc-code", &rc.to_string());
+    op.set_attr("op-status", &status.to_string());
+    op.set_attr("interval", &interval_ms.to_string());
+    op.set_attr("last-rc-change", &now_s.to_string());
+    op.set_attr("exec-time", "0");
+    op.set_attr("queue-time", "0");
+    op
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LrmResource {
     pub id: String,

@@ -18,7 +18,7 @@ use proto::cib::cib_error::Kind;
 use proto::cib::write_request::Op as WireOp;
 
 /// `crm_feature_set` of the CIBs halo creates (Pacemaker 2.1.5's).
-const FEATURE_SET: &str = "3.16.1";
+use cib::FEATURE_SET;
 
 /// The document a new cluster starts from: what `cibadmin --empty` writes, with the
 /// nodes of the cluster configuration (`(nodeid, name)`). Every node computes the same one.

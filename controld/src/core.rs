@@ -97,6 +97,9 @@ pub struct CibFacts {
     pub fail_attrs: BTreeMap<String, Vec<String>>,
     /// Nodes that have a `node_state`.
     pub seen: BTreeSet<u32>,
+    /// The `<cib>`'s `have-quorum` and `dc-uuid` (the DC's to keep true).
+    pub have_quorum: Option<bool>,
+    pub dc_uuid: Option<String>,
 }
 
 #[derive(Debug)]
@@ -143,6 +146,8 @@ pub enum Action {
 enum AfterWrite {
     Nothing,
     Confirm { transition: u64, action: usize, ok: bool },
+    /// The action's pending record is in: send it (if it is still in flight).
+    Send { transition: u64, action: usize, msg: pb::PeerMessage },
     /// A refusal is expected and harmless (a conditional write).
     MayBeRefused,
 }
@@ -151,8 +156,6 @@ enum AfterWrite {
 #[derive(Default)]
 struct DcState {
     joined: BTreeSet<u32>,
-    /// Joins sent to this DC: the member's history, to be written.
-    since_ms: u64,
     formation: bool,
     writes: BTreeMap<u64, AfterWrite>,
     last_index: u64,
@@ -171,6 +174,11 @@ struct DcState {
     fail_attrs: BTreeMap<String, Vec<String>>,
     /// Nodes that asked to stop: their leaving is clean.
     stopping: BTreeSet<u32>,
+    /// Actions of the current graph in flight but not sent: held for a node whose
+    /// controller is away (within its grace), or waiting for their pending record.
+    unsent: BTreeSet<usize>,
+    /// Until when members of the group that have not joined yet are waited for.
+    join_until: u64,
 }
 
 pub struct Controller {
@@ -185,6 +193,10 @@ pub struct Controller {
     recurring: BTreeMap<String, BTreeSet<(String, u64)>>,
     /// The agent of each resource the local executor ran (for the history's lrm_resource).
     agents: BTreeMap<String, String>,
+    /// One-shot ops handed to the local executor and not answered, per resource, oldest
+    /// first: (action, transition key). A join reports them as pending even if the
+    /// executor has not taken them yet.
+    local_ops: BTreeMap<String, Vec<(String, String)>>,
     seen_other_dc: bool,
     last_dc: Option<u32>,
     /// The node is stopping: it asked (and asks every new DC) to have its resources moved.
@@ -210,6 +222,7 @@ impl Controller {
             joined_to: None,
             recurring: BTreeMap::new(),
             agents: BTreeMap::new(),
+            local_ops: BTreeMap::new(),
             seen_other_dc: false,
             last_dc: None,
             shutting_down: false,
@@ -320,8 +333,8 @@ impl Controller {
         let d = self.dc.as_ref()?;
         let mut t: Vec<u64> = d.gone.values().copied().collect();
         t.extend(d.engine.as_ref().and_then(Engine::poll_timeout));
-        if !self.all_joined_strict(d) {
-            t.push(d.since_ms + if d.formation { self.cfg.startup_wait_ms } else { self.cfg.join_timeout_ms });
+        if !self.all_joined_strict(d) && d.join_until > self.now.ms {
+            t.push(d.join_until);
         }
         if let Some(by) = d.recheck_by {
             let wait_s = (by - self.now.epoch_s).max(0) as u64;
@@ -345,8 +358,31 @@ impl Controller {
                 d.dirty = true;
             }
             if let Some(e) = d.engine.as_mut() {
-                if !e.handle_timeout(now.ms).is_empty() {
+                let hit = e.handle_timeout(now.ms);
+                if !hit.is_empty() {
                     d.dirty = true;
+                }
+                // A result that did not come back in time (op timeout + cluster-delay): the
+                // op may have run, so the DC records it as failed (timed out), as Pacemaker
+                // does (§3.3): the scheduler then recovers the resource where it may run,
+                // never beside it. An action never sent has nothing to record.
+                for i in hit {
+                    if d.unsent.remove(&i) {
+                        continue;
+                    }
+                    let a = &e.graph.actions[i];
+                    let (ActionKind::Rsc(op), Some((name, node_id))) = (&a.kind, &a.node) else { continue };
+                    let key = records::transition_key(i, e.id, op.expected_rc, &self.cfg.dc_uuid);
+                    let why = format!("Controller on {name} did not return result in time");
+                    tracing::warn!("{}: {why}", a.key);
+                    let rec = cib::status::unfinished_op_record(&op.rsc, &op.task, op.interval_ms, &key, Some(&why), now.epoch_s, "halo-controld");
+                    if let Ok(w) = records::record_op(node_id, name, &op.rsc, &op.agent_spec(), &rec.to_xml(), true) {
+                        writes.push(w);
+                    }
+                    let attrs = records::failure_attrs(&op.rsc, &op.task, op.interval_ms, e.graph.start_failure_is_fatal, false, now.epoch_s);
+                    if !attrs.is_empty() {
+                        writes.push(records::transient_attrs(node_id, name, &attrs));
+                    }
                 }
             }
             if d.recheck_by.is_some_and(|by| by <= now.epoch_s) {
@@ -391,6 +427,10 @@ impl Controller {
             for n in joined {
                 d.gone.remove(n);
             }
+            // A member new to the group is waited for (its history) as at a DC change.
+            if !joined.is_empty() {
+                d.join_until = d.join_until.max(now.ms + self.cfg.join_timeout_ms);
+            }
         }
         for w in writes {
             self.write(w, AfterWrite::Nothing);
@@ -414,7 +454,8 @@ impl Controller {
         }
         if now_dc == Some(self.cfg.me) && self.dc.is_none() {
             tracing::info!("this node is the DC now (formation: {})", !self.seen_other_dc);
-            self.dc = Some(DcState { since_ms: self.now.ms, formation: !self.seen_other_dc, dirty: true, ..Default::default() });
+            let wait = if self.seen_other_dc { self.cfg.join_timeout_ms } else { self.cfg.startup_wait_ms };
+            self.dc = Some(DcState { formation: !self.seen_other_dc, dirty: true, join_until: self.now.ms + wait, ..Default::default() });
             // Nodes that left before this DC took over (with the former DC, or while the
             // order was being agreed) must not look alive to the scheduler.
             // A node still in the ring whose controller is away (restarting) gets the same
@@ -515,6 +556,7 @@ impl Controller {
 
     fn on_history(&mut self, xml: String) {
         let Some(dc) = self.seniority.dc() else { return };
+        let xml = self.with_local_ops(xml);
         // Learn the recurring ops the executor runs (after a controller restart too).
         if let Ok(doc) = cib::xml::parse(&xml) {
             for r in doc.root.children_named("lrm_resource") {
@@ -532,6 +574,54 @@ impl Controller {
         }
         self.joined_to = Some(dc);
         self.outbox.push_back(Action::Broadcast(pb::PeerMessage { body: Some(pb::peer_message::Body::Join(pb::Join { dc, history: xml })) }));
+    }
+
+    /// The executor's history with the one-shot ops this controller handed it and has no
+    /// answer for yet: an op the executor has not taken in yet is missing from it, and the
+    /// join must not tell the DC that the resource ran nothing (its newest such op stands
+    /// as pending `<rsc>_last_0`, as the executor shows its own).
+    fn with_local_ops(&self, xml: String) -> String {
+        if self.local_ops.is_empty() {
+            return xml;
+        }
+        let Ok(mut doc) = cib::xml::parse(&xml) else { return xml };
+        for (rsc, ops) in &self.local_ops {
+            let Some((action, key)) = ops.last() else { continue };
+            let known = doc.root.children_named("lrm_resource").filter(|r| r.id() == Some(rsc.as_str())).any(|r| r.children_named("lrm_rsc_op").any(|o| o.attr("transition-key") == Some(key.as_str())));
+            if known {
+                continue;
+            }
+            let pending = cib::status::unfinished_op_record(rsc, action, 0, key, None, self.now.epoch_s, "halo-controld");
+            let last_id = format!("{rsc}_last_0");
+            let existing = doc.root.elements_mut().find(|r| r.name == "lrm_resource" && r.id() == Some(rsc.as_str()));
+            match existing {
+                Some(r) => {
+                    r.children.retain(|c| !matches!(c, cib::xml::Node::Element(e) if e.id() == Some(last_id.as_str())));
+                    r.push(pending);
+                }
+                None => {
+                    let mut r = cib::xml::Element::new("lrm_resource");
+                    r.set_attr("id", rsc);
+                    let agent = self.agents.get(rsc).cloned().unwrap_or_default();
+                    let mut parts = agent.splitn(3, ':');
+                    match (parts.next(), parts.next(), parts.next()) {
+                        (Some(c), Some(p), Some(t)) => {
+                            r.set_attr("class", c);
+                            r.set_attr("provider", p);
+                            r.set_attr("type", t);
+                        }
+                        (Some(c), Some(t), None) => {
+                            r.set_attr("class", c);
+                            r.set_attr("type", t);
+                        }
+                        _ => continue,
+                    }
+                    r.push(pending);
+                    doc.root.push(r);
+                }
+            }
+        }
+        doc.root.to_xml()
     }
 
     fn on_join(&mut self, from: u32, j: pb::Join) {
@@ -553,6 +643,7 @@ impl Controller {
         self.write(records::delete_transient_attrs(&id, &["shutdown".to_string()]), AfterWrite::Nothing);
         let d = self.dc.as_mut().expect("checked above");
         d.gone.remove(&from);
+        d.fence_failures.remove(&name);
         d.joined.insert(from);
         d.seen.insert(from);
         d.dirty = true;
@@ -588,14 +679,25 @@ impl Controller {
         self.agents.insert(op.rsc.clone(), op.agent.clone());
         if op.interval_ms > 0 {
             self.recurring.entry(op.rsc.clone()).or_default().insert((op.action.clone(), op.interval_ms));
+        } else {
+            self.local_ops.entry(op.rsc.clone()).or_default().push((op.action.clone(), x.transition_key.clone()));
         }
-        let _ = x.transition_key;
         self.outbox.push_back(Action::Exec { op });
     }
 
     fn on_exec_event(&mut self, ev: xpb::OpEvent) {
         let Some(dc) = self.current_dc() else { return };
         let key = cib::xml::parse(&ev.lrm_rsc_op).ok().and_then(|d| d.root.attr("transition-key").map(str::to_string)).unwrap_or_default();
+        if ev.interval_ms == 0 {
+            if let Some(ops) = self.local_ops.get_mut(&ev.rsc) {
+                if let Some(i) = ops.iter().position(|(a, k)| *a == ev.action && *k == key) {
+                    ops.remove(i);
+                }
+                if ops.is_empty() {
+                    self.local_ops.remove(&ev.rsc);
+                }
+            }
+        }
         let msg = pb::OpResult {
             dc,
             transition_key: key,
@@ -688,6 +790,15 @@ impl Controller {
             return;
         };
         d.seen.extend(facts.seen.iter().copied());
+        // The CIB must say who the DC is and whether it has quorum (a former DC's late write
+        // may have changed them): put it right, and plan from the corrected CIB.
+        let (me, quorate) = (self.cfg.me, self.quorate);
+        if facts.have_quorum != Some(quorate) || facts.dc_uuid.as_deref() != Some(me.to_string().as_str()) {
+            tracing::info!("the CIB says have-quorum={:?} dc-uuid={:?}: writing them again", facts.have_quorum, facts.dc_uuid);
+            d.quorum_written = None;
+            d.dirty = true;
+            return;
+        }
         if d.dirty {
             // Something changed while the scheduler ran: its graph is obsolete (§3.1).
             return;
@@ -705,6 +816,7 @@ impl Controller {
         let fired = e.fire(self.now.ms);
         let d = self.dc.as_mut().expect("checked above");
         d.engine = Some(e);
+        d.unsent.clear();
         // Failure attributes a clear_failcount action removes: known now, from this CIB.
         d.fail_attrs = facts.fail_attrs;
         self.dispatch(fired);
@@ -721,6 +833,14 @@ impl Controller {
             match &a.kind {
                 ActionKind::Pseudo => {}
                 ActionKind::Rsc(op) => {
+                    // A node whose controller is away but may come back (its grace): the
+                    // action waits for it, as Pacemaker's wait for a node's result does,
+                    // until it rejoins (the graph is aborted then) or counts as lost.
+                    if target.is_some_and(|n| d.gone.contains_key(&n)) {
+                        tracing::info!("{} waits: the controller of its node is away", a.key);
+                        self.dc.as_mut().expect("checked").unsent.insert(i);
+                        continue;
+                    }
                     let Some(target) = target.filter(|n| self.seniority.members().contains(n)) else {
                         tracing::warn!("{} cannot run: its node is not in the cluster", a.key);
                         self.confirm(t, i, false);
@@ -743,14 +863,47 @@ impl Controller {
                         interval_ms: op.interval_ms,
                         timeout_ms: op.timeout_ms,
                     };
-                    let msg = pb::Execute { to: target, transition_key: key, op: Some(req) };
-                    self.outbox.push_back(Action::Broadcast(pb::PeerMessage { body: Some(pb::peer_message::Body::Execute(msg)) }));
+                    let msg = pb::PeerMessage { body: Some(pb::peer_message::Body::Execute(pb::Execute { to: target, transition_key: key.clone(), op: Some(req) })) };
+                    // An op that may make a resource active (or promoted) somewhere is
+                    // recorded as pending before it is sent: if its result is lost with
+                    // the node's controller or with this DC, the CIB still says it may
+                    // have run (§3.3). Pacemaker records every op pending; the others need
+                    // no record for safety (a lost stop or probe is simply done again) and
+                    // each record costs a CIB round trip before the op may run.
+                    let may_activate = matches!(op.task.as_str(), "start" | "promote" | "migrate_to" | "migrate_from");
+                    let record_pending = op.meta.get("record_pending").is_none_or(|v| cib::model::is_true(v));
+                    if may_activate && record_pending {
+                        let (node_id, name) = (target.to_string(), self.name(target));
+                        let rec = cib::status::unfinished_op_record(&op.rsc, &op.task, op.interval_ms, &key, None, self.now.epoch_s, "halo-controld");
+                        match records::record_op(&node_id, &name, &op.rsc, &op.agent_spec(), &rec.to_xml(), false) {
+                            Ok(w) => {
+                                self.dc.as_mut().expect("checked").unsent.insert(i);
+                                self.write(w, AfterWrite::Send { transition: t, action: i, msg });
+                            }
+                            Err(e) => {
+                                tracing::error!("{}: its pending record cannot be made: {e}", a.key);
+                                self.confirm(t, i, false);
+                            }
+                        }
+                        continue;
+                    }
+                    self.outbox.push_back(Action::Broadcast(msg));
                 }
                 ActionKind::Fence { action } => {
                     let Some((name, _)) = &a.node else {
                         self.confirm(t, i, false);
                         continue;
                     };
+                    let failures = d.fence_failures.get(name).copied().unwrap_or(0);
+                    if failures >= self.cfg.stonith_max_attempts {
+                        // stonith-max-attempts: not tried again until the node rejoins or
+                        // a new DC takes over; what needs it waits, the rest goes on.
+                        tracing::error!("fencing {name} failed {failures} times: not tried again (stonith-max-attempts)");
+                        if let Some(e) = self.dc.as_mut().and_then(|d| d.engine.as_mut()) {
+                            e.give_up(i);
+                        }
+                        continue;
+                    }
                     self.outbox.push_back(Action::Fence { transition: t, action: i, target: name.clone(), fence_action: action.clone(), timeout_ms: stonith_timeout });
                 }
                 ActionKind::Shutdown => {
@@ -793,6 +946,7 @@ impl Controller {
     fn on_write_done(&mut self, tag: u64, result: Result<u64, String>) {
         let Some(d) = self.dc.as_mut() else { return };
         let Some(after) = d.writes.remove(&tag) else { return };
+        let result_ok = result.is_ok();
         match result {
             Ok(index) => d.last_index = d.last_index.max(index),
             Err(_) if matches!(after, AfterWrite::MayBeRefused) => {}
@@ -801,8 +955,21 @@ impl Controller {
                 d.dirty = true;
             }
         }
-        if let AfterWrite::Confirm { transition, action, ok } = after {
-            self.confirm(transition, action, ok);
+        match after {
+            AfterWrite::Confirm { transition, action, ok } => self.confirm(transition, action, ok),
+            AfterWrite::Send { transition, action, msg } => {
+                let Some(d) = self.dc.as_mut() else { return };
+                let current = d.engine.as_ref().is_some_and(|e| e.id == transition && matches!(e.state(action), Some(crate::engine::ActionState::InFlight { .. })));
+                if !current || !d.unsent.remove(&action) {
+                    return;
+                }
+                if result_ok {
+                    self.outbox.push_back(Action::Broadcast(msg));
+                } else {
+                    self.confirm(transition, action, false);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -821,13 +988,14 @@ impl Controller {
             let n = d.fence_failures.entry(name.clone()).or_insert(0);
             *n += 1;
             tracing::error!("fencing {name} failed ({reason}); attempt {n} of {max}");
-            let give_up = *n >= max;
-            self.confirm(transition, action, false);
-            if give_up {
-                tracing::error!("too many failures to fence {name}: giving up until something else changes");
-                if let Some(d) = self.dc.as_mut() {
-                    d.dirty = false;
+            if *n >= max {
+                // Given up: the graph goes on without it and calls for no new one.
+                tracing::error!("too many failures to fence {name}: giving up until it rejoins or another DC takes over");
+                if let Some(e) = d.engine.as_mut() {
+                    e.give_up(action);
                 }
+            } else {
+                self.confirm(transition, action, false);
             }
         }
     }
@@ -851,8 +1019,7 @@ impl Controller {
     }
 
     fn all_joined(&self, d: &DcState) -> bool {
-        let wait = if d.formation { self.cfg.startup_wait_ms } else { self.cfg.join_timeout_ms };
-        self.all_joined_strict(d) || self.now.ms >= d.since_ms + wait
+        self.all_joined_strict(d) || self.now.ms >= d.join_until
     }
 
     /// After every input: finish a done graph, and ask for a new one when due.
@@ -868,7 +1035,12 @@ impl Controller {
         if let Some(outcome) = d.engine.as_ref().and_then(Engine::outcome) {
             let e = d.engine.take().expect("checked");
             tracing::info!("transition {} {:?}: {} confirmed, {} failed", e.id, outcome, e.confirmed(), e.failed());
-            if outcome != Outcome::Complete {
+            let replan = match outcome {
+                Outcome::Complete => false,
+                Outcome::Stopped => true,
+                Outcome::Terminated => e.failed_to_replan() > 0,
+            };
+            if replan {
                 d.dirty = true;
             }
         }

@@ -116,7 +116,7 @@ pub fn replan_needed(change: &cibclient::Change) -> bool {
 }
 
 pub fn facts_of(cib: &cib::Cib) -> CibFacts {
-    let mut f = CibFacts::default();
+    let mut f = CibFacts { have_quorum: cib.doc.root.attr("have-quorum").map(cib::model::is_true), dc_uuid: cib.doc.root.attr("dc-uuid").map(str::to_string), ..Default::default() };
     for ns in &cib.status.nodes {
         if let Ok(id) = ns.id.parse() {
             f.seen.insert(id);

@@ -45,6 +45,9 @@ pub struct Engine {
     /// Counts kept with the states (every state change goes through `set`).
     in_flight: usize,
     per_node: std::collections::BTreeMap<String, usize>,
+    /// Failed actions that were given up on (fencing past `stonith-max-attempts`): they
+    /// do not call for a new graph.
+    given_up: usize,
 }
 
 impl Engine {
@@ -52,7 +55,7 @@ impl Engine {
     pub fn new(id: u64, graph: Graph, default_node_limit: usize) -> Engine {
         let state = vec![ActionState::Waiting; graph.actions.len()];
         let node_limit = if graph.node_action_limit > 0 { graph.node_action_limit } else { default_node_limit };
-        Engine { id, graph, state, aborted: false, node_limit, in_flight: 0, per_node: Default::default() }
+        Engine { id, graph, state, aborted: false, node_limit, in_flight: 0, per_node: Default::default(), given_up: 0 }
     }
 
     fn in_flight_on(&self, node: &str) -> usize {
@@ -157,6 +160,22 @@ impl Engine {
             }
             _ => false,
         }
+    }
+
+    /// An action in flight that will not be tried again: failed, without aborting the
+    /// graph (what does not depend on it still runs; what does never fires).
+    pub fn give_up(&mut self, i: usize) -> bool {
+        if !matches!(self.state.get(i), Some(ActionState::InFlight { .. })) {
+            return false;
+        }
+        self.set(i, ActionState::Failed);
+        self.given_up += 1;
+        true
+    }
+
+    /// Failures that call for a new graph (all but the given-up ones).
+    pub fn failed_to_replan(&self) -> usize {
+        self.failed() - self.given_up
     }
 
     /// Nothing more fires from this graph; what is in flight still finishes.

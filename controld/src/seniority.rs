@@ -18,6 +18,12 @@
 //!
 //! Stability: a node that rejoins is appended, so it never takes the role back (§1.4).
 //!
+//! Liveness when everyone who knew the order is gone: a newcomer counts as possible
+//! announcers the members that were there when it joined; once all of them have left with
+//! no announcement delivered, nobody can owe one, and the newcomer announces the members
+//! sorted by node id itself (the earliest newcomer still present always gets there, so
+//! some announcement always comes; the first delivered wins, as always).
+//!
 //! Deliberate deviations from Pacemaker: no feature-set or CPU-time comparison (§1.1); a
 //! node whose controller restarts loses its seniority. Quorum is not this module's:
 //! the caller acts as DC only while its partition is quorate.
@@ -33,11 +39,13 @@ pub struct Seniority {
     /// What this member knew before the awaited announcement (None for a newcomer): the
     /// order it would announce.
     basis: Option<Vec<u32>>,
+    /// For a newcomer: the members that may know the order (there before it joined).
+    knowers: BTreeSet<u32>,
 }
 
 impl Seniority {
     pub fn new(me: u32) -> Seniority {
-        Seniority { me, members: BTreeSet::new(), order: None, basis: None }
+        Seniority { me, members: BTreeSet::new(), order: None, basis: None, knowers: BTreeSet::new() }
     }
 
     /// A configuration change of the group (`members` after it). Returns the order this
@@ -55,7 +63,15 @@ impl Seniority {
             // A newcomer: it learns the order from an announcement.
             self.order = None;
             self.basis = None;
+            self.knowers = self.members.iter().copied().filter(|m| !joined.contains(m)).collect();
             return None;
+        }
+        self.knowers.retain(|m| members.contains(m) && !left.contains(m));
+        if self.order.is_none() && self.basis.is_none() && self.knowers.is_empty() {
+            // Everyone who could announce is gone: this newcomer does (see the module doc).
+            let order: Vec<u32> = self.members.iter().copied().collect();
+            self.basis = Some(order.clone());
+            return Some(order);
         }
         let apply = |o: &Vec<u32>| -> Vec<u32> {
             let mut v: Vec<u32> = o.iter().copied().filter(|m| self.members.contains(m) && !left.contains(m)).collect();

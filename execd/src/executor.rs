@@ -98,6 +98,7 @@ impl Executor {
     pub async fn exec(&self, req: OpRequest) -> OpEvent {
         let (reply, rx) = oneshot::channel();
         let rsc = req.rsc.clone();
+        self.shared.history.lock().unwrap().entry(rsc.clone()).or_insert_with(|| RscHistory::new(&rsc, &req.agent)).accept(&req, now_epoch());
         let _ = self.worker(&rsc).send(Work::Exec { req, reply, queued: Instant::now() });
         rx.await.expect("resource workers answer every op")
     }

@@ -43,7 +43,7 @@ impl OpRecord {
             ("operation_key", self.operation_key.clone()),
             ("operation", self.operation.clone()),
             ("crm-debug-origin", "halo-execd".to_string()),
-            ("crm_feature_set", "3.16.1".to_string()),
+            ("crm_feature_set", cib::FEATURE_SET.to_string()),
             ("exit-reason", self.exit_reason.clone()),
             ("call-id", self.call_id.to_string()),
             ("rc-code", self.rc.to_string()),
@@ -98,11 +98,20 @@ pub struct RscHistory {
     pub last: Option<OpRecord>,
     pub last_failure: Option<OpRecord>,
     pub recurring: BTreeMap<(String, u64), OpRecord>,
+    /// One-shot ops accepted and not finished, oldest first: (action, transition key,
+    /// epoch s). The newest stands as `<rsc>_last_0` (pending), so a history read while an
+    /// op runs says it may have run (a join after a controller or DC change).
+    pub pending: Vec<(String, String, u64)>,
 }
 
 impl RscHistory {
     pub fn new(id: &str, agent: &AgentSpec) -> RscHistory {
-        RscHistory { id: id.to_string(), agent: agent.clone(), last: None, last_failure: None, recurring: BTreeMap::new() }
+        RscHistory { id: id.to_string(), agent: agent.clone(), last: None, last_failure: None, recurring: BTreeMap::new(), pending: Vec::new() }
+    }
+
+    /// A one-shot op accepted: pending until [`RscHistory::record`] gets its result.
+    pub fn accept(&mut self, req: &OpRequest, now: u64) {
+        self.pending.push((req.action.clone(), req.meta.get("transition_key").cloned().unwrap_or_default(), now));
     }
 
     /// Record a finished op; the record as stored.
@@ -141,6 +150,10 @@ impl RscHistory {
                 self.recurring.insert((req.action.clone(), req.interval_ms), rec.clone());
             }
         } else {
+            let key = req.meta.get("transition_key").cloned().unwrap_or_default();
+            if let Some(i) = self.pending.iter().position(|(a, k, _)| *a == req.action && *k == key) {
+                self.pending.remove(i);
+            }
             self.last = Some(rec.clone());
         }
         rec
@@ -155,7 +168,12 @@ impl RscHistory {
             e.set_attr("provider", self.agent.provider.as_deref().unwrap_or(""));
         }
         e.set_attr("type", &self.agent.kind);
-        for r in self.last.iter().chain(self.last_failure.iter()).chain(self.recurring.values()) {
+        let pending = self.pending.last().map(|(action, key, since)| cib::status::unfinished_op_record(&self.id, action, 0, key, None, *since as i64, "halo-execd"));
+        if let Some(p) = pending {
+            e.push(p);
+        }
+        let last = self.last.iter().filter(|_| self.pending.is_empty());
+        for r in last.chain(self.last_failure.iter()).chain(self.recurring.values()) {
             e.push(r.to_element());
         }
         e

@@ -218,6 +218,29 @@ async fn ops_on_one_resource_are_serialised_and_resources_run_in_parallel() {
     assert!(overlap, "r1 and r2 never ran at the same time: {spans:?}");
 }
 
+#[tokio::test]
+async fn an_op_still_running_shows_as_pending_in_the_history() {
+    let b = Bench::new();
+    b.agent("slow", "sleep 0.5");
+    let ex = Executor::new(b.env.clone(), 8);
+    let first = req("r", "ocf:test:slow", "start", &[]);
+    assert_eq!(ex.exec(first).await.record.rc, 0);
+    let mut second = req("r", "ocf:test:slow", "stop", &[]);
+    second.meta.insert("transition_key".into(), "4:2:0:dc".into());
+    let job = tokio::spawn({
+        let ex = ex.clone();
+        async move { ex.exec(second).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let xml = ex.history()["r"].to_element().to_xml();
+    // The stop stands as `r_last_0`, pending (op-status -1, call-id -1), in place of the start.
+    assert!(xml.contains(r#"id="r_last_0" operation_key="r_stop_0" operation="stop""#) && xml.contains(r#"op-status="-1""#) && xml.contains(r#"transition-key="4:2:0:dc""#), "{xml}");
+    assert!(!xml.contains("r_start_0"), "{xml}");
+    assert_eq!(job.await.unwrap().record.rc, 0);
+    let xml = ex.history()["r"].to_element().to_xml();
+    assert!(xml.contains(r#"operation_key="r_stop_0""#) && xml.contains(r#"op-status="0""#) && !xml.contains(r#"op-status="-1""#), "{xml}");
+}
+
 async fn next_event(rx: &mut tokio::sync::broadcast::Receiver<OpEvent>, within: Duration) -> OpEvent {
     tokio::time::timeout(within, rx.recv()).await.expect("an event in time").expect("event stream open")
 }

@@ -152,7 +152,7 @@ impl Cluster<'_> {
             return false;
         }
         let rsc = &self.rscs[r];
-        if rsc.orphan || rsc.unscheduled || rsc.history.contains_key(&n) {
+        if rsc.orphan || rsc.unscheduled || rsc.history.get(&n).is_some_and(|h| h.known) {
             return false;
         }
         let in_bundle = rsc.parent.is_some_and(|p| self.rscs[p].kind == Kind::Bundle);
@@ -279,7 +279,10 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], colocs: &[crate::constraints::Coloc
         let mut start = new_action(Some(id), "start", next);
         start.priority = r.priority;
         start.runnable = next.is_some();
-        let needs_start = next.is_some_and(|n| !r.running_on.contains(&n) || r.failed_on(n) || r.running_on.len() > 1);
+        // A start still pending where it stays is sent again (its result may be lost; a
+        // second start of a started resource succeeds).
+        let start_pending = |n: NodeId| r.history.get(&n).is_some_and(|h| h.pending_task.as_deref() == Some("start"));
+        let needs_start = next.is_some_and(|n| !r.running_on.contains(&n) || r.failed_on(n) || r.running_on.len() > 1 || start_pending(n));
         start.optional = !needs_start;
         if needs_start && next.is_some() && (no_quorum_stop) {
             start.runnable = false;

@@ -92,6 +92,10 @@ pub struct NodeHistory {
     pub on_fail: Option<OnFail>,
     pub failure_ignored: bool,
     pub pending_task: Option<String>,
+    /// Some op here finished (or a pending one makes it active): its state on the node
+    /// is known. A history of pending ops alone (a stop still running) is not: Pacemaker
+    /// probes the node again, and the probe queues behind the op.
+    pub known: bool,
     pub not_installed: bool,
     /// Recurring monitors recorded as active: interval ms -> op digest.
     pub recurring: BTreeMap<u64, Option<String>>,

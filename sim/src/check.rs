@@ -6,7 +6,7 @@
 //!    fence of that node succeeded (a killed node's resources are "in doubt" from the
 //!    kill until a fence of it succeeds or its next boot's controller sends its empty
 //!    history; checked when a start is handed to an executor). What is in doubt: what ran,
-//!    plus (optionally, `Options::check_pending_starts`) what was being started.
+//!    plus what was being started.
 //! 3. At most one node considers itself DC (`dc() == Some(me)` and `status().quorate`)
 //!    per partition, a partition being the nodes whose controllers processed the same
 //!    configuration change last (a node that has not yet processed a change still acts in
@@ -18,8 +18,11 @@
 //!    DC's record of it was acknowledged by the CIB (a fence: when its success reached the
 //!    DC); pseudo actions when their inputs are; cluster ops (shutdown, clear_failcount)
 //!    are not tracked and count as confirmed.
-//! 5. (`Options::check_timer_spin`) After `handle_timeout(now)`, `poll_timeout()` is none
+//! 5. After `handle_timeout(now)`, `poll_timeout()` is none
 //!    or later than `now`; otherwise the daemon's driver loop would spin.
+//! 6. No replan storm: at most 20 transitions within a second by one DC.
+//! 7. `stonith-max-attempts` is honoured: no more than 10 fencing attempts of one target
+//!    in a row by one DC.
 //!
 //! The liveness check (every configured resource runs exactly once, some time after the
 //! faults stop) is in `lib.rs`.
@@ -49,19 +52,12 @@ pub struct Checker {
     failure: Option<(&'static str, String)>,
     /// Timer spins seen: node -> time.
     spins: BTreeMap<u32, u64>,
-    pub spin_count: u64,
     /// Per controller incarnation: when its last transitions were taken (storm detection).
     recent: BTreeMap<u64, std::collections::VecDeque<u64>>,
-    pub storms: u64,
-    pub check_replan_storm: bool,
     /// Consecutive failed fencing attempts per (DC incarnation, target).
     fence_failures: BTreeMap<(u64, u32), u32>,
-    pub check_fence_attempts: bool,
-    pub fence_retries: u64,
     /// Sends (Execute, Fence) whose inputs were checked (invariant 4).
     pub checked_sends: u64,
-    pub check_pending_starts: bool,
-    pub check_timer_spin: bool,
 }
 
 impl Checker {
@@ -76,9 +72,7 @@ impl Checker {
     pub fn node_killed(&mut self, node: u32, running: BTreeMap<String, Option<u64>>, starting: BTreeSet<String>) {
         let e = self.in_doubt.entry(node).or_default();
         e.extend(running);
-        if self.check_pending_starts {
-            e.extend(starting.into_iter().map(|r| (r, None)));
-        }
+        e.extend(starting.into_iter().map(|r| (r, None)));
     }
 
     /// Invariant 7: a DC gives up fencing a node after `stonith-max-attempts` (10)
@@ -86,10 +80,7 @@ impl Checker {
     pub fn fence_result(&mut self, inc: u64, target: u32, ok: bool) {
         let n = self.fence_failures.entry((inc, target)).or_insert(0);
         *n = if ok { 0 } else { *n + 1 };
-        if *n > 10 {
-            self.fence_retries += 1;
-        }
-        if *n > 10 && self.check_fence_attempts && self.failure.is_none() {
+        if *n > 10 && self.failure.is_none() {
             self.failure = Some(("7: stonith-max-attempts is honoured", format!("controller {inc} tried to fence node {target} {n} times in a row")));
         }
     }
@@ -110,8 +101,7 @@ impl Checker {
 
     pub fn timer_spin(&mut self, node: u32, now: u64, next: Option<u64>) {
         self.spins.insert(node, now);
-        self.spin_count += 1;
-        if self.check_timer_spin && self.failure.is_none() {
+        if self.failure.is_none() {
             self.failure =
                 Some(("5: a timer is due again right after handle_timeout", format!("node {node}: poll_timeout() = {next:?} at {now} ms after handle_timeout (the daemon's loop would spin)")));
         }
@@ -165,7 +155,7 @@ impl Checker {
     }
 
     /// A controller took a graph as `transition`. More than `STORM` transitions within a
-    /// second is a replan storm: counted, and a failure with `check_replan_storm`.
+    /// second is a replan storm: a failure.
     pub fn graph_taken(&mut self, inc: u64, transition: u64, graph: Graph, now: u64) {
         const STORM: usize = 20;
         self.graphs.insert((inc, transition), graph);
@@ -176,8 +166,7 @@ impl Checker {
         }
         if recent.len() > STORM {
             recent.clear();
-            self.storms += 1;
-            if self.check_replan_storm && self.failure.is_none() {
+            if self.failure.is_none() {
                 self.failure = Some(("6: no replan storm", format!("controller {inc} took more than {STORM} transitions within one second (transition {transition})")));
             }
         }
@@ -269,8 +258,7 @@ impl Sim {
         let twice = active.into_iter().find(|(_, on)| on.len() > 1).map(|(r, on)| (r.to_string(), on));
         if let Some((r, on)) = twice {
             let unrecorded: Vec<u32> = on.iter().copied().filter(|n| !self.cib_recorded(*n, &r, self.nodes[n].exec.last_call(&r))).collect();
-            let known = (!unrecorded.is_empty()).then_some(crate::KNOWN_BUG_A);
-            return self.fail_known("1: no resource active on two live nodes", format!("{r} runs on nodes {on:?} (the CIB never recorded its last op on {unrecorded:?})"), known);
+            return self.fail("1: no resource active on two live nodes", format!("{r} runs on nodes {on:?} (the CIB never recorded its last op on {unrecorded:?})"));
         }
         // A DC per view: the nodes that processed the same configuration change last.
         let mut by_view: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
@@ -331,7 +319,7 @@ mod tests {
         let mut c = Checker::default();
         c.node_killed(2, BTreeMap::from([("d1".to_string(), Some(4))]), BTreeSet::from(["d2".to_string()]));
         assert_eq!(c.start_requested(1, "d1"), Some((2, Some(4))));
-        assert_eq!(c.start_requested(1, "d2"), None, "starts under way count only with check_pending_starts");
+        assert_eq!(c.start_requested(1, "d2"), Some((2, None)), "a start under way counts too");
         assert_eq!(c.start_requested(2, "d1"), None, "the node itself, rebooted");
         c.node_fenced(2);
         assert_eq!(c.start_requested(1, "d1"), None);

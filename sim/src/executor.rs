@@ -88,7 +88,7 @@ impl Record {
             ("operation_key", self.operation_key.clone()),
             ("operation", self.operation.clone()),
             ("crm-debug-origin", "halo-execd".to_string()),
-            ("crm_feature_set", "3.16.1".to_string()),
+            ("crm_feature_set", cib::FEATURE_SET.to_string()),
             ("exit-reason", String::new()),
             ("call-id", self.call_id.to_string()),
             ("rc-code", self.rc.to_string()),
@@ -374,8 +374,21 @@ impl Executor {
 
     /// The executor's history as `History` returns it: `<lrm_resources>`.
     pub fn history_xml(&self) -> String {
+        // One-shot ops accepted and not finished: the newest stands as `<rsc>_last_0`
+        // (pending), as halo-execd's history shows them.
+        let mut pending: BTreeMap<&str, &xpb::OpRequest> = BTreeMap::new();
+        for j in self.active.values().chain(self.queues.values().flatten()) {
+            if j.generation.is_none() && j.req.interval_ms == 0 {
+                // The active one first, then the queue in order: the last seen is the newest.
+                pending.insert(&j.req.rsc, &j.req);
+            }
+        }
+        let mut history: BTreeMap<&str, History> = self.history.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        for (rsc, req) in &pending {
+            history.entry(rsc).or_default().agent = req.agent.clone();
+        }
         let mut list = Element::new("lrm_resources");
-        for (id, h) in &self.history {
+        for (id, h) in &history {
             let mut e = Element::new("lrm_resource");
             e.set_attr("id", id);
             let mut parts = h.agent.splitn(3, ':');
@@ -389,7 +402,12 @@ impl Executor {
                 (Some(t), None) => e.set_attr("type", t),
                 _ => {}
             }
-            for r in h.last.iter().chain(h.last_failure.iter()).chain(h.recurring.values()) {
+            let waiting = pending.get(id).map(|req| cib::status::unfinished_op_record(id, &req.action, 0, req.meta.get("transition_key").map_or("", |k| k.as_str()), None, 0, "halo-execd"));
+            let last = h.last.iter().filter(|_| pending.get(id).is_none());
+            if let Some(p) = waiting {
+                e.push(p);
+            }
+            for r in last.chain(h.last_failure.iter()).chain(h.recurring.values()) {
                 e.push(r.to_element());
             }
             list.push(e);

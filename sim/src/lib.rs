@@ -10,11 +10,7 @@
 //! step (`check.rs`); after the faults stop, every node is brought back and every
 //! configured resource must run exactly once within `Options::liveness_ms`.
 //!
-//! Controller bugs the simulator found are named here (`KNOWN_BUG_*`): a violation it can
-//! attribute to one of them ends the run as tolerated (`Options::tolerate_known_bugs`,
-//! `Report::tolerated`) so that the seed suite keeps guarding everything else; the
-//! scenarios are kept in `tests/regressions.rs`. Bugs whose check is off by default (B,
-//! D, E) are counted in the `Report`.
+//! Bugs the simulator found are kept as named scenarios in `tests/regressions.rs`.
 //!
 //! ```no_run
 //! let seed = sim::seed_from_env().unwrap_or(7);
@@ -26,7 +22,7 @@
 //!
 //! A run is a pure function of its seed and options: one `SmallRng`, ordered maps, virtual
 //! time. `HALO_SIM_SEED=N` replays seed N (`seed_from_env`), `HALO_SIM_TRACE=1` prints its
-//! trace, `HALO_SIM_OPTS=strict,replan-storm,...` changes the options (`Options::from_env`),
+//! trace, `HALO_SIM_OPTS=no-partitions,...` changes the options (`Options::from_env`),
 //! `HALO_SIM_DUMP=FILE` writes the CIB to FILE when liveness fails.
 //!
 //! Not simulated: raft (the CIB is one document, see `cibsim.rs`), totem's packets (the
@@ -59,12 +55,6 @@ pub struct Options {
     pub fault_window_ms: Option<u64>,
     /// After the faults stop: how long (virtual ms) until every resource must run once.
     pub liveness_ms: u64,
-    /// Invariant 2 also covers starts that were under way on a node that died.
-    pub check_pending_starts: bool,
-    /// Invariant 5 (a timer due again right after `handle_timeout`) fails the run.
-    pub check_timer_spin: bool,
-    /// Invariant 6 (more than 20 transitions within a second by one DC) fails the run.
-    pub check_replan_storm: bool,
     /// Network partitions among the faults (3 nodes or more): the cluster splits in two
     /// and heals later. Drawn from their own random stream, so a seed's other faults are
     /// the same with or without them.
@@ -72,50 +62,12 @@ pub struct Options {
     /// The fencer may fence the asking node itself through another node (as halo-fenced's
     /// peers do); false: a node's fencing request for itself fails.
     pub self_fencing: bool,
-    /// Invariant 7 (more consecutive fencing attempts than `stonith-max-attempts`) fails
-    /// the run.
-    pub check_fence_attempts: bool,
-    /// A violation attributed to a known controller bug (`Failure::known_bug`) ends the
-    /// run as tolerated (counted in `Report::tolerated`) instead of failing it.
-    pub tolerate_known_bugs: bool,
     /// 60 s after the faults stop, if the resources are not all placed by then, the
     /// administrator refreshes every resource (fail counts and histories deleted, so the
     /// DC probes again): start failures on every node would otherwise keep a resource
-    /// stopped for good, and a stale monitor record hides a failure (scheduler bug C).
+    /// stopped for good.
     /// `Report::refreshed` says when it was needed.
     pub cleanup_after_faults: bool,
-}
-
-/// Known controller bug A: the DC records nothing for an action it sent until its result
-/// arrives, and nothing when it gives the action up (its timer, a lost node or controller):
-/// no pending record, no synthesized timeout record (CONTROLLER-NOTES §3.3, catalogue
-/// item 15). The scheduler then believes a resource that was (or may have been) started
-/// is stopped, and starts it elsewhere: twice active, or recovered before its node is
-/// fenced. Attributed when the CIB lacks the node's last record of the resource.
-pub const KNOWN_BUG_A: &str = "A: no record of an action whose result the DC did not get";
-
-/// Known controller bug F (seniority): when every member that knew the order leaves (dies)
-/// before announcing it, the members left are all newcomers without a basis; none ever
-/// announces and no DC is ever agreed. Attributed when liveness fails while every live
-/// controller is quorate and none has an agreed order.
-pub const KNOWN_BUG_F: &str = "F: no DC is ever agreed once every member that knew the order is gone";
-
-/// Known controller bug G: a deposed DC's status writes, offered again by its writer for
-/// up to 30 s while raft has no leader for it (a minority partition), commit after the
-/// partition heals and overwrite the current DC's; `have-quorum="0"` then stays, since the
-/// current DC rewrites it only when its own quorum changes, and the scheduler
-/// (`no-quorum-policy=stop`) stops everything. Attributed when liveness fails while the
-/// CIB says `have-quorum="0"` and a quorate DC is agreed.
-pub const KNOWN_BUG_G: &str = "G: a deposed DC's late write leaves have-quorum=0 in the CIB";
-
-/// The known bug a liveness failure is attributed to, if any.
-fn liveness_known_bug(sim: &Sim) -> Option<&'static str> {
-    let ctls: Vec<&controld::core::Controller> = sim.nodes.values().filter(|n| n.up).filter_map(|n| n.ctl.as_ref()).map(|c| &c.core).collect();
-    if !ctls.is_empty() && ctls.iter().all(|c| c.dc().is_none() && c.status().quorate) {
-        return Some(KNOWN_BUG_F);
-    }
-    let quorate_dc = sim.nodes.values().any(|n| n.up && n.ctl.as_ref().is_some_and(|c| c.core.dc() == Some(n.id) && c.core.status().quorate));
-    (quorate_dc && sim.cib.doc.root.attr("have-quorum") == Some("0")).then_some(KNOWN_BUG_G)
 }
 
 impl Default for Options {
@@ -126,13 +78,8 @@ impl Default for Options {
             trace: false,
             fault_window_ms: None,
             liveness_ms: 300_000,
-            check_pending_starts: false,
-            check_timer_spin: false,
-            check_replan_storm: false,
             partitions: true,
             self_fencing: true,
-            check_fence_attempts: false,
-            tolerate_known_bugs: true,
             cleanup_after_faults: true,
         }
     }
@@ -140,18 +87,12 @@ impl Default for Options {
 
 impl Options {
     /// Defaults, with `HALO_SIM_TRACE` set meaning `trace`, and `HALO_SIM_OPTS` a comma
-    /// list of changes: `strict` (no known bug tolerated), `timer-spin`, `replan-storm`,
-    /// `fence-attempts`, `pending-starts` (the optional checks), `no-partitions`,
-    /// `no-refresh`, `no-self-fencing`, `nodes=N`. Unknown words panic.
+    /// list of changes: `no-partitions`, `no-refresh`, `no-self-fencing`, `nodes=N`.
+    /// Unknown words panic.
     pub fn from_env() -> Options {
         let mut o = Options { trace: std::env::var_os("HALO_SIM_TRACE").is_some(), ..Options::default() };
         for w in std::env::var("HALO_SIM_OPTS").unwrap_or_default().split(',').map(str::trim).filter(|w| !w.is_empty()) {
             match w {
-                "strict" => o.tolerate_known_bugs = false,
-                "timer-spin" => o.check_timer_spin = true,
-                "replan-storm" => o.check_replan_storm = true,
-                "fence-attempts" => o.check_fence_attempts = true,
-                "pending-starts" => o.check_pending_starts = true,
                 "no-partitions" => o.partitions = false,
                 "no-refresh" => o.cleanup_after_faults = false,
                 "no-self-fencing" => o.self_fencing = false,
@@ -177,8 +118,6 @@ pub struct Failure {
     pub at_ms: u64,
     pub invariant: &'static str,
     pub message: String,
-    /// The known controller bug the violation is attributed to, if any.
-    pub known_bug: Option<&'static str>,
     /// The last lines of the run's trace.
     pub trace: Vec<String>,
 }
@@ -186,9 +125,6 @@ pub struct Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "seed {}: invariant {} violated at {} ms: {}", self.seed, self.invariant, self.at_ms, self.message)?;
-        if let Some(b) = self.known_bug {
-            writeln!(f, "  (known bug {b})")?;
-        }
         let skip = self.trace.len().saturating_sub(60);
         for l in &self.trace[skip..] {
             writeln!(f, "  {l}")?;
@@ -206,22 +142,13 @@ pub struct Report {
     /// The scheduled faults, as "time: what".
     pub faults: Vec<String>,
     pub fault_window_ms: u64,
-    /// Virtual time from the end of the faults until every resource ran exactly once
-    /// (0 when the run ended on a tolerated violation).
+    /// Virtual time from the end of the faults until every resource ran exactly once.
     pub recovery_ms: u64,
     pub steps: u64,
-    /// The violation attributed to a known bug that ended the run, if any.
-    pub tolerated: Option<Failure>,
-    /// Replan storms seen (more than 20 transitions within a second by one DC).
-    pub storms: u64,
-    /// Timers due again right after `handle_timeout`.
-    pub timer_spins: u64,
     /// Actions sent by a DC whose inputs were checked (invariant 4).
     pub checked_sends: u64,
     /// The administrator's refresh was needed before every resource ran once.
     pub refreshed: bool,
-    /// Fencing requests beyond `stonith-max-attempts` in a row for one target (bug D).
-    pub fence_retries_beyond_max: u64,
 }
 
 /// The cluster and fault plan of a seed.
@@ -310,9 +237,6 @@ pub fn run(seed: u64, opts: &Options) -> Result<Report, Failure> {
     const MAX_STEPS: u64 = 5_000_000;
     while sim.step() {
         if let Some(f) = sim.failure.take() {
-            if f.known_bug.is_some() && opts.tolerate_known_bugs {
-                return Ok(report(&sim, seed, n, resources.len(), names, window, 0, Some(f)));
-            }
             return Err(f);
         }
         if sim.steps > MAX_STEPS {
@@ -331,16 +255,11 @@ pub fn run(seed: u64, opts: &Options) -> Result<Report, Failure> {
                         let _ = std::fs::write(path, sim.cib.doc.to_xml());
                     }
                     let state = sim.describe();
-                    let known = liveness_known_bug(&sim);
-                    sim.fail_known("liveness: every configured resource runs exactly once", format!("{} ms after the faults stopped: {missing} ({state})", sim.now - window), known);
-                    let f = sim.failure.take().expect("just set");
-                    if known.is_some() && opts.tolerate_known_bugs {
-                        return Ok(report(&sim, seed, n, resources.len(), names, window, 0, Some(f)));
-                    }
-                    return Err(f);
+                    sim.fail("liveness: every configured resource runs exactly once", format!("{} ms after the faults stopped: {missing} ({state})", sim.now - window));
+                    return Err(sim.failure.take().expect("just set"));
                 }
             } else {
-                return Ok(report(&sim, seed, n, resources.len(), names, window, sim.now - window, None));
+                return Ok(report(&sim, seed, n, resources.len(), names, window, sim.now - window));
             }
         }
     }
@@ -348,17 +267,11 @@ pub fn run(seed: u64, opts: &Options) -> Result<Report, Failure> {
         let _ = std::fs::write(path, sim.cib.doc.to_xml());
     }
     let state = sim.describe();
-    let known = liveness_known_bug(&sim);
-    sim.fail_known("liveness: every configured resource runs exactly once", format!("the simulation went idle: nothing left to happen ({state})"), known);
-    let f = sim.failure.take().expect("just set");
-    if known.is_some() && opts.tolerate_known_bugs {
-        return Ok(report(&sim, seed, n, resources.len(), names, window, 0, Some(f)));
-    }
-    Err(f)
+    sim.fail("liveness: every configured resource runs exactly once", format!("the simulation went idle: nothing left to happen ({state})"));
+    Err(sim.failure.take().expect("just set"))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn report(sim: &Sim, seed: u64, nodes: u32, resources: usize, faults: Vec<String>, fault_window_ms: u64, recovery_ms: u64, tolerated: Option<Failure>) -> Report {
+fn report(sim: &Sim, seed: u64, nodes: u32, resources: usize, faults: Vec<String>, fault_window_ms: u64, recovery_ms: u64) -> Report {
     Report {
         seed,
         nodes,
@@ -367,12 +280,8 @@ fn report(sim: &Sim, seed: u64, nodes: u32, resources: usize, faults: Vec<String
         fault_window_ms,
         recovery_ms,
         steps: sim.steps,
-        tolerated,
-        storms: sim.check.storms,
-        timer_spins: sim.check.spin_count,
         checked_sends: sim.check.checked_sends,
         refreshed: sim.cleaned_up,
-        fence_retries_beyond_max: sim.check.fence_retries,
     }
 }
 

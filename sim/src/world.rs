@@ -222,11 +222,7 @@ const TRACE_KEEP: usize = 400;
 impl Sim {
     pub fn new(seed: u64, opts: Options, spec: ClusterSpec, rates: Rates) -> Sim {
         let cib = SimCib::new(&spec);
-        let mut check = Checker::default();
-        check.check_pending_starts = opts.check_pending_starts;
-        check.check_timer_spin = opts.check_timer_spin;
-        check.check_replan_storm = opts.check_replan_storm;
-        check.check_fence_attempts = opts.check_fence_attempts;
+        let check = Checker::default();
         let nodes = spec
             .nodes
             .iter()
@@ -608,13 +604,12 @@ impl Sim {
             Action::Exec { op } => {
                 if op.action == "start" {
                     if let Some((other, call)) = self.check.start_requested(node, &op.rsc) {
-                        let known = (!self.cib_recorded(other, &op.rsc, call)).then_some(crate::KNOWN_BUG_A);
                         let msg = format!(
                             "{} is started on node {node} while node {other}, which it may have run on when it died, is not fenced (the CIB {} its last op there)",
                             op.rsc,
-                            if known.is_some() { "never recorded" } else { "had recorded" }
+                            if self.cib_recorded(other, &op.rsc, call) { "had recorded" } else { "never recorded" }
                         );
-                        return self.fail_known("2: nothing recovered from a lost node before it is fenced", msg, known);
+                        return self.fail("2: nothing recovered from a lost node before it is fenced", msg);
                     }
                 }
                 let outcome = self.outcome_for(&op.action);
@@ -745,15 +740,11 @@ impl Sim {
         parts.join("; ")
     }
 
+    /// A violation (the first one ends the run).
     pub fn fail(&mut self, invariant: &'static str, message: String) {
-        self.fail_known(invariant, message, None);
-    }
-
-    /// A violation; `known_bug` names the known controller bug it is attributed to.
-    pub fn fail_known(&mut self, invariant: &'static str, message: String, known_bug: Option<&'static str>) {
         if self.failure.is_none() {
             self.log(format!("VIOLATION {invariant}: {message}"));
-            self.failure = Some(Failure { seed: self.seed, at_ms: self.now, invariant, message, known_bug, trace: self.trace.iter().cloned().collect() });
+            self.failure = Some(Failure { seed: self.seed, at_ms: self.now, invariant, message, trace: self.trace.iter().cloned().collect() });
         }
     }
 }

@@ -1,13 +1,12 @@
-//! Bugs the simulator found, one named scenario each (BLUEPRINT "Style" rule 11). Each
-//! test asserts the behaviour we want, so it fails while the bug is there and is
-//! `#[ignore]`d until it is fixed: `cargo test --release -p halo-sim --test regressions --
-//! --ignored` shows them. A scenario is a seed and the options that expose the bug; once
-//! the controller changes, a seed may take another path, so each comment says what to look
-//! for (replay with `HALO_SIM_SEED=<seed> HALO_SIM_TRACE=1` and the options below).
+//! Bugs the simulator found, one named scenario each (BLUEPRINT "Style" rule 11), kept
+//! after the fix. Each test asserts the behaviour we want. A scenario is a seed and the
+//! options that exposed the bug; once the controller changes, a seed may take another
+//! path, so each comment says what went wrong and how it was fixed (replay with
+//! `HALO_SIM_SEED=<seed> HALO_SIM_TRACE=1` and the options below). A new bug is added
+//! here `#[ignore]`d until it is fixed.
 
-/// Every check strict (no known bug tolerated); otherwise the defaults.
 fn strict() -> sim::Options {
-    sim::Options { tolerate_known_bugs: false, ..sim::Options::from_env() }
+    sim::Options::from_env()
 }
 
 fn must_pass(seed: u64, opts: sim::Options) {
@@ -16,15 +15,16 @@ fn must_pass(seed: u64, opts: sim::Options) {
     }
 }
 
-/// Bug A (controller): a start whose result never reaches the DC leaves no record. Seed
+/// Bug A (controller), fixed: a start whose result never reaches the DC left no record. Seed
 /// 74, three nodes: the result of `fencing start` on node2 is lost (the agent did start it,
 /// as when halo-execd restarts under an op); at op timeout + cluster-delay the DC's timer
 /// fails the action without writing anything (Pacemaker writes a synthesized op-status 2
 /// record, CONTROLLER-NOTES §3.3 and catalogue item 15, after a pending record written
 /// before the op runs), so the scheduler believes `fencing` stopped and later starts it on
-/// node1: it runs on node1 and node2 (invariant 1).
+/// node1: it runs on node1 and node2 (invariant 1). Fixed: the DC writes a pending record
+/// before it sends a start, promote or migration, and a synthesized timeout record when
+/// its timer runs out; the executor's history shows ops still running as pending.
 #[test]
-#[ignore = "controller bug A: no record of an action whose result the DC did not get"]
 fn lost_start_result_makes_a_resource_run_twice() {
     must_pass(74, strict());
 }
@@ -34,7 +34,6 @@ fn lost_start_result_makes_a_resource_run_twice() {
 /// starts d1 and the result is lost with the controller. The next DC (node1) has no
 /// record of it and starts d1 on node2 at once: d1 runs on node2 and node3 (invariant 1).
 #[test]
-#[ignore = "controller bug A: no record of an action whose result the DC did not get"]
 fn dc_controller_crash_with_a_start_in_flight_starts_it_twice() {
     must_pass(505, strict());
 }
@@ -44,48 +43,48 @@ fn dc_controller_crash_with_a_start_in_flight_starts_it_twice() {
 /// with the fence, starts d5 on node1, because the CIB never said d5 ran on node2
 /// (invariant 2: recovered before the lost node was fenced).
 #[test]
-#[ignore = "controller bug A: no record of an action whose result the DC did not get"]
 fn unrecorded_start_on_a_dead_node_is_recovered_before_its_fencing() {
     must_pass(452, strict());
 }
 
-/// Bug B (controller): a replan storm while a member's controller is away. Seed 7, three
+/// Bug B (controller), fixed (actions for a node whose controller is away wait for it):
+/// a replan storm while a member's controller is away. Seed 7, three
 /// nodes: node2's controller crashes; during its 15 s grace the scheduler keeps planning
 /// `d3_stop_0@node2` (d3 moves to node1); the DC fails that action at once ("its node is
 /// not in the cluster"), the graph ends, the DC plans again at once: a new identical
 /// transition every ~15 ms until the controller is back or the grace ends. Pacemaker keeps
 /// the node's actions pending until the node is back or declared lost.
 #[test]
-#[ignore = "controller bug B: replan storm while a member's controller is away"]
 fn no_replan_storm_while_a_controller_restarts() {
-    must_pass(7, sim::Options { check_replan_storm: true, ..strict() });
+    must_pass(7, strict());
 }
 
-/// Bug D (controller): `stonith-max-attempts` is not honoured. Seed 0, with a fencer that
+/// Bug D (controller), fixed (a fence given up on fails without calling for a new graph):
+/// `stonith-max-attempts` was not honoured. Seed 0, with a fencer that
 /// cannot fence the asking node itself (`self_fencing: false`): the DC, node2, must be
 /// fenced; every attempt fails; after the 10th, `on_fence_done` clears `dirty` to give
 /// up, but `step()` then sees the graph Terminated and sets `dirty` again, so the DC
 /// retries every ~2 s forever (catalogue item 26). The default fencer shows it too when no
 /// other node is left to fence the DC.
 #[test]
-#[ignore = "controller bug D: stonith-max-attempts is not honoured"]
 fn fencing_gives_up_after_stonith_max_attempts() {
-    must_pass(0, sim::Options { self_fencing: false, check_fence_attempts: true, ..strict() });
+    must_pass(0, sim::Options { self_fencing: false, ..strict() });
 }
 
-/// Bug E (controller): `poll_timeout()` returns a time in the past. Seed 1 (and most
+/// Bug E (controller), fixed (the join wait is a deadline, offered only while ahead):
+/// `poll_timeout()` returned a time in the past. Seed 1 (and most
 /// seeds): after a member joins the group and before its Join arrives, the DC's join wait
 /// is `since_ms + join_timeout_ms`, where `since_ms` is when this node became DC, long
 /// past; so right after `handle_timeout(now)` the timer is due again and the daemon's loop
 /// (`sleep(poll_timeout - now)`) spins until the Join arrives, or forever if it never
 /// does. The same holds for the formation wait while a configured node is never seen.
 #[test]
-#[ignore = "controller bug E: a timer due again right after handle_timeout"]
 fn no_timer_is_due_again_right_after_handle_timeout() {
-    must_pass(1, sim::Options { check_timer_spin: true, ..strict() });
+    must_pass(1, strict());
 }
 
-/// Bug F (controller, `seniority.rs`): no DC is ever agreed once every member that knew
+/// Bug F (controller, `seniority.rs`), fixed (a newcomer announces once every member that
+/// was there before it has left): no DC was ever agreed once every member that knew
 /// the order is gone. Members 1 and 3 know the order [1, 3]; node1 dies, and before its
 /// loss is seen node4 and then node5 join (the announcement is owed by node1, dead); when
 /// node1's loss is seen, node3 heads the order and owes the announcement, but node3 dies
@@ -93,7 +92,6 @@ fn no_timer_is_due_again_right_after_handle_timeout() {
 /// announces, and neither ever will (the simulator found it with node kills; seen as
 /// "the simulation went idle" with every controller quorate and no DC).
 #[test]
-#[ignore = "controller bug F: no DC is ever agreed once every member that knew the order is gone"]
 fn newcomers_agree_on_a_dc_when_every_old_member_is_gone() {
     use controld::seniority::Seniority;
     let mut s3 = Seniority::new(3);
@@ -113,7 +111,9 @@ fn newcomers_agree_on_a_dc_when_every_old_member_is_gone() {
     assert!(a4.is_some() || a5.is_some() || s4.dc().is_some(), "nodes 4 and 5 never agree on a DC");
 }
 
-/// Bug G (controller): a deposed DC's late write leaves `have-quorum="0"`. Seed 576, five
+/// Bug G (controller), fixed (the DC checks `have-quorum` and `dc-uuid` in every CIB it
+/// schedules from and writes them again if wrong): a deposed DC's late write left
+/// `have-quorum="0"`. Seed 576, five
 /// nodes: a partition leaves the DC, node5, in the minority {3, 5}; it writes
 /// `have-quorum="0"`, which raft cannot take, and its writer offers it again (30 s at
 /// most, `WRITE_RETRY_FOR`); node4 becomes DC of the majority and writes `have-quorum="1"`;
@@ -127,18 +127,17 @@ fn newcomers_agree_on_a_dc_when_every_old_member_is_gone() {
 /// node3, dead); when its loss is seen everyone left is a newcomer, and no DC is ever
 /// agreed, not even once node3 comes back (liveness: the cluster stays unmanaged).
 #[test]
-#[ignore = "controller bug F: no DC is ever agreed once every member that knew the order is gone"]
 fn a_dc_is_agreed_after_the_lone_old_member_dies_while_nodes_join() {
     must_pass(13611, strict());
 }
 
 #[test]
-#[ignore = "controller bug G: a deposed DC's late write leaves have-quorum=0 in the CIB"]
 fn a_deposed_dcs_late_write_does_not_stop_the_cluster() {
     must_pass(576, strict());
 }
 
-/// Bug C (scheduler): a recurring op record older than the resource's last start counts
+/// Bug C (scheduler), fixed (a recurring record before the last start, promote or
+/// demote no longer counts): a recurring op record older than the resource's last start counts
 /// as a running monitor. Seed 57, without the administrator's refresh: d2's 10 s monitor
 /// fails on node1 and the DC restarts d2 there; the graph's new monitor never fires
 /// (another result aborts the graph), and the next graphs schedule none, because the old
@@ -148,7 +147,6 @@ fn a_deposed_dcs_late_write_does_not_stop_the_cluster() {
 /// stopped (liveness). The same happens with a `_last_failure_0` copy of a failed monitor;
 /// see `stale_failed_monitor_does_not_stand_for_a_running_one` for the scheduler alone.
 #[test]
-#[ignore = "scheduler bug C: a monitor recorded before the last start counts as running"]
 fn a_failed_monitor_is_rescheduled_after_the_restart() {
     must_pass(57, sim::Options { cleanup_after_faults: false, ..strict() });
 }
@@ -158,7 +156,6 @@ fn a_failed_monitor_is_rescheduled_after_the_restart() {
 /// call 15). Pacemaker 2.1.5 (`crm_simulate -x CIB -S -t 2026-01-01T00:01:40Z` on this very
 /// CIB) schedules `fencing monitor=10000 on node1` and nothing else; halo schedules nothing.
 #[test]
-#[ignore = "scheduler bug C: a monitor recorded before the last start counts as running"]
 fn stale_failed_monitor_does_not_stand_for_a_running_one() {
     // Pacemaker's digests for a parameterless agent (start) and its 10 s monitor, so that
     // crm_simulate sees no definition change.

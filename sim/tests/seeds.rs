@@ -26,7 +26,7 @@ fn run_seeds(from: u64, to: u64, threads: u64, opts: &sim::Options) -> (Vec<sim:
                     Ok(Err(f)) => failures.lock().unwrap().push(f),
                     Err(p) => {
                         let message = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-                        failures.lock().unwrap().push(sim::Failure { seed, at_ms: 0, invariant: "the simulator panicked", message, known_bug: None, trace: Vec::new() });
+                        failures.lock().unwrap().push(sim::Failure { seed, at_ms: 0, invariant: "the simulator panicked", message, trace: Vec::new() });
                     }
                 }
             });
@@ -44,21 +44,9 @@ fn threads() -> u64 {
 }
 
 fn summarize(what: &str, count: u64, started: Instant, failures: &[sim::Failure], reports: &[sim::Report]) {
-    let mut rec: Vec<u64> = reports.iter().filter(|r| r.tolerated.is_none()).map(|r| r.recovery_ms).collect();
-    let mut by_bug: std::collections::BTreeMap<&str, Vec<String>> = std::collections::BTreeMap::new();
-    for f in reports.iter().filter_map(|r| r.tolerated.as_ref()) {
-        let bug = f.known_bug.and_then(|b| b.split(':').next()).unwrap_or("?");
-        by_bug.entry(bug).or_default().push(format!("{} ({})", f.seed, f.invariant.split(':').next().unwrap_or("")));
-    }
-    let storms = reports.iter().filter(|r| r.storms > 0).count();
-    let spins = reports.iter().filter(|r| r.timer_spins > 0).count();
+    let mut rec: Vec<u64> = reports.iter().map(|r| r.recovery_ms).collect();
     let refreshed = reports.iter().filter(|r| r.refreshed).count();
-    let fence_retries = reports.iter().filter(|r| r.fence_retries_beyond_max > 0).count();
-    eprintln!("{what}: {refreshed} runs needed the administrator's refresh to place every resource; {fence_retries} runs fenced beyond stonith-max-attempts (bug D)");
-    for (bug, seeds) in &by_bug {
-        eprintln!("{what}: {} runs ended on a violation of known bug {bug}: {}", seeds.len(), seeds.join(", "));
-    }
-    eprintln!("{what}: {storms} runs had a replan storm (bug B), {spins} runs a timer due again right after handle_timeout (bug E)");
+    eprintln!("{what}: {refreshed} runs needed the administrator's refresh to place every resource");
     rec.sort_unstable();
     let steps: u64 = reports.iter().map(|r| r.steps).sum();
     let faults: usize = reports.iter().map(|r| r.faults.len()).sum();

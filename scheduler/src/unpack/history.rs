@@ -236,7 +236,14 @@ impl<'a> Cluster<'a> {
             let task = op.operation.as_str();
             let probe = task == "monitor" && op.interval_ms == 0;
             h.last_call_id = op.call_id;
-            if op.op_status == -1 || op.call_id == -1 {
+            // A recurring op recorded before the resource's last start (or role change)
+            // no longer runs: the executor stopped it then.
+            if matches!(task, "start" | "migrate_from" | "promote" | "demote") {
+                h.recurring.clear();
+            }
+            // Pending is the op status alone: a record the DC synthesized for a lost result
+            // (op-status 2, call-id -1) is a failure, as Pacemaker reads it.
+            if op.op_status == -1 {
                 h.pending_task = Some(task.to_string());
                 match task {
                     "start" | "migrate_from" => h.role = h.role.max(Role::Started),
@@ -245,6 +252,7 @@ impl<'a> Cluster<'a> {
                 }
                 continue;
             }
+            h.known = true;
             if op.op_status == 1 {
                 // cancelled
                 continue;
@@ -364,6 +372,7 @@ impl<'a> Cluster<'a> {
                 h.recurring.insert(op.interval_ms, op.digest.clone());
             }
         }
+        h.known |= h.role > Role::Stopped;
         h
     }
 
