@@ -389,6 +389,26 @@ fn resolve(root: &Element, path: &str) -> Result<Option<Vec<usize>>, CibError> {
 /// Prefix of the attributes that tag targets while a patch is applied (not valid XML, so never in a CIB).
 const MARK: &str = "\u{1}halo-patch-";
 
+/// The element at `path` (child indexes), if there is one.
+fn element_at<'a>(e: &'a Element, path: &[usize]) -> Option<&'a Element> {
+    match path.split_first() {
+        None => Some(e),
+        Some((&k, rest)) => match e.children.get(k) {
+            Some(Node::Element(c)) => element_at(c, rest),
+            _ => None,
+        },
+    }
+}
+
+/// The path of the element carrying `marker`: at `hint` if it is still there (a patch of
+/// many creates would otherwise search the whole document once per create), else found.
+fn marked_near(e: &Element, marker: &str, hint: &[usize]) -> Option<Vec<usize>> {
+    if element_at(e, hint).is_some_and(|x| x.attr(marker).is_some()) {
+        return Some(hint.to_vec());
+    }
+    marked(e, marker)
+}
+
 fn marked(e: &Element, marker: &str) -> Option<Vec<usize>> {
     if e.attr(marker).is_some() {
         return Some(Vec::new());
@@ -412,13 +432,22 @@ fn unmark(e: &mut Element) {
 /// patch is stale (both `PatchVersionMismatch`). A patch without `<version>`
 /// (`crm_diff -u`) is applied unchecked. The result takes the `<target>` version.
 pub fn apply_patch(doc: &Document, patch: &Element) -> Result<Document, CibError> {
+    let mut out = doc.clone();
+    apply_patch_in_place(&mut out, patch)?;
+    Ok(out)
+}
+
+/// [`apply_patch`] on `out` itself, for a copy that is thrown away when a patch does not
+/// apply (a follower of the CIB re-reads it then): no clone of the whole document per
+/// patch. On an error `out` may be partly changed.
+pub fn apply_patch_in_place(out: &mut Document, patch: &Element) -> Result<(), CibError> {
     if patch.name != "diff" || patch.attr("format") != Some("2") {
         return Err(CibError::BadPatch(format!("<{}> is not a <diff format=\"2\"> patchset (v1 diffs are not supported)", patch.name)));
     }
     let version = patch.child("version");
     let target = version.and_then(|v| v.child("target")).map(Version::of);
     if let Some(source) = version.and_then(|v| v.child("source")).map(Version::of) {
-        let current = Version::of(&doc.root);
+        let current = Version::of(&out.root);
         if current != source {
             let hint = if current < source {
                 "the CIB is behind, a full refresh is needed (cibadmin: Application of update diff failed)"
@@ -428,11 +457,10 @@ pub fn apply_patch(doc: &Document, patch: &Element) -> Result<Document, CibError
             return Err(CibError::PatchVersionMismatch { from: source.to_string(), current: current.to_string(), hint });
         }
     }
-    let mut out = doc.clone();
-    let unit = indent_unit(&doc.root);
+    let unit = indent_unit(&out.root);
     // Creates and moves run after everything else, by position. Their targets are
     // found now and tagged with a marker attribute, as paths may stop resolving.
-    let mut placed: Vec<(usize, String, &Element)> = Vec::new();
+    let mut placed: Vec<(usize, String, &Element, Vec<usize>)> = Vec::new();
     for c in patch.children_named("change") {
         let op = c.attr("operation").unwrap_or("");
         let path = c.attr("path").ok_or_else(|| CibError::BadPatch(format!("<change operation=\"{op}\"> has no path")))?;
@@ -481,6 +509,7 @@ pub fn apply_patch(doc: &Document, patch: &Element) -> Result<Document, CibError
                     return Err(CibError::BadPatch(format!("create at {path} carries nothing")));
                 }
                 let marker = format!("{MARK}{}", placed.len());
+                let hint = if op == "move" { Vec::new() } else { p.clone() };
                 if op == "move" {
                     // A moved element waits at the end of its parent.
                     let (last, parent) = p.split_last().ok_or_else(|| CibError::BadPatch("a patch cannot move the root".into()))?;
@@ -493,14 +522,14 @@ pub fn apply_patch(doc: &Document, patch: &Element) -> Result<Document, CibError
                 } else {
                     node_mut(&mut out.root, &p).set_attr(&marker, "");
                 }
-                placed.push((pos, marker, c));
+                placed.push((pos, marker, c, hint));
             }
             other => return Err(CibError::BadPatch(format!("unknown change operation '{other}' at {path}"))),
         }
     }
-    placed.sort_by_key(|(p, _, _)| *p);
-    for (pos, marker, c) in &placed {
-        let p = marked(&out.root, marker).expect("marked above");
+    placed.sort_by_key(|(p, _, _, _)| *p);
+    for (pos, marker, c, hint) in &placed {
+        let p = marked_near(&out.root, marker, hint).expect("marked above");
         if c.attr("operation") == Some("create") {
             // An element, or a comment as Pacemaker may create one.
             let node = c.children.iter().find(|n| !is_blank(n)).expect("checked").clone();
@@ -521,7 +550,7 @@ pub fn apply_patch(doc: &Document, patch: &Element) -> Result<Document, CibError
     if let Some(t) = target.filter(|t| *t != Version::of(&out.root)) {
         t.write_to(&mut out.root);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Building a v2 patchset without `<version>` (applied to whatever CIB is current): for

@@ -123,15 +123,37 @@ fn check_changed_status(old: Option<&Element>, new: &Element) -> Result<(), CibE
     let before: std::collections::HashMap<&str, &Element> = old.children_named("node_state").filter_map(|e| e.attr("id").map(|id| (id, e))).collect();
     let mut changed = Element::new("status");
     for e in new.elements() {
-        let kept = e.name == "node_state" && e.attr("id").and_then(|id| before.get(id)).is_some_and(|o| same(o, e));
-        if !kept {
-            changed.push(e.clone());
+        match (e.name == "node_state").then(|| e.attr("id").and_then(|id| before.get(id))).flatten() {
+            Some(o) if same(o, e) => {}
+            // Within a node: only its resources whose history changed (a result touches one).
+            Some(o) => changed.push(changed_within(o, e, &["node_state", "lrm", "lrm_resources"])),
+            None => changed.push(e.clone()),
         }
     }
     if read_status(&RefIndex::new(&changed), &changed).is_ok() {
         return Ok(());
     }
     read_status(&RefIndex::new(new), new).map(|_| ())
+}
+
+/// `new` with only what differs from `old` below it: children that are the same (by name
+/// and id) as one of `old`'s are left out, and those named in `narrow` (the levels from
+/// `new` down) are narrowed the same way. Attributes are kept.
+fn changed_within(old: &Element, new: &Element, narrow: &[&str]) -> Element {
+    if narrow.first() != Some(&new.name.as_str()) {
+        return new.clone();
+    }
+    let mut out = Element::new(&new.name);
+    out.attrs = new.attrs.clone();
+    let before: std::collections::HashMap<(&str, Option<&str>), &Element> = old.elements().map(|o| ((o.name.as_str(), o.id()), o)).collect();
+    for c in new.elements() {
+        match before.get(&(c.name.as_str(), c.id())).copied() {
+            Some(o) if same(o, c) => {}
+            Some(o) => out.push(changed_within(o, c, &narrow[1..])),
+            None => out.push(c.clone()),
+        }
+    }
+    out
 }
 
 /// The validation a written CIB gets: what [`Cib::from_document`] checks, then

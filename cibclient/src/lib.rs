@@ -118,8 +118,10 @@ impl Follower {
             Err(e) => return Err(Error::Unreachable { path: self.sock.display().to_string(), reason: e.message().to_string() }),
         };
         let patch = cib::xml::parse(&ev.patch).map_err(|e| Error::Malformed(e.to_string()))?.root;
-        match cib::diff::apply_patch(&self.doc, &patch) {
-            Ok(d) => self.doc = d,
+        // In place (no copy of the whole CIB per change): a patch that fails leaves the copy
+        // part-changed, and it is read again whole (or the follower is dropped on an error).
+        match cib::diff::apply_patch_in_place(&mut self.doc, &patch) {
+            Ok(()) => {}
             Err(e) => {
                 tracing::warn!("the CIB copy missed a change ({e}); reading it again");
                 self.doc = self.cib.query().await?;

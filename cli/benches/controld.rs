@@ -194,6 +194,11 @@ fn many() {
     stats("one scheduler run on that CIB (1,000 resources, 3 nodes, their status)", &mut runs, "ms");
     let dc = cib.attr("dc-uuid").unwrap_or("1").to_string();
     let dc_node = format!("node{dc}");
+    // The work behind it: status writes committed (num_updates counts them since the
+    // resources were added) and transitions the DC ran.
+    let log = std::fs::read_to_string(sb.node_dir(&dc_node).join("log").join("halo.log")).unwrap_or_default();
+    let transitions = log.lines().filter(|l| l.contains("halo-controld") && l.contains(" transition ") && l.contains(" actions")).count();
+    println!("  status writes committed: {}; transitions: {transitions}", cib.attr("num_updates").unwrap_or("?"));
     if let Some(pid) = sb.pid_of(&dc_node, "controld") {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let rss = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: ?").trim().to_string();

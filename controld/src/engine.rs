@@ -48,14 +48,34 @@ pub struct Engine {
     /// Failed actions that were given up on (fencing past `stonith-max-attempts`): they
     /// do not call for a new graph.
     given_up: usize,
+    /// Per action: the actions that wait for it, and how many of its own inputs are not
+    /// confirmed yet (an input naming no action never is). Waiting actions with none
+    /// missing are `ready`; so firing costs what it fires, not the graph's size.
+    dependents: Vec<Vec<usize>>,
+    missing: Vec<usize>,
+    ready: std::collections::BTreeSet<usize>,
+    /// The DC's timers of actions in flight: (deadline ms, action).
+    deadlines: std::collections::BTreeSet<(u64, usize)>,
 }
 
 impl Engine {
     /// `default_node_limit` applies when the graph sets no `node-action-limit`.
     pub fn new(id: u64, graph: Graph, default_node_limit: usize) -> Engine {
-        let state = vec![ActionState::Waiting; graph.actions.len()];
+        let n = graph.actions.len();
+        let state = vec![ActionState::Waiting; n];
         let node_limit = if graph.node_action_limit > 0 { graph.node_action_limit } else { default_node_limit };
-        Engine { id, graph, state, aborted: false, node_limit, in_flight: 0, per_node: Default::default(), given_up: 0 }
+        let mut dependents = vec![Vec::new(); n];
+        let mut missing = vec![0; n];
+        for (i, a) in graph.actions.iter().enumerate() {
+            for &j in &a.inputs {
+                missing[i] += 1;
+                if let Some(d) = dependents.get_mut(j) {
+                    d.push(i);
+                }
+            }
+        }
+        let ready = (0..n).filter(|&i| missing[i] == 0).collect();
+        Engine { id, graph, state, aborted: false, node_limit, in_flight: 0, per_node: Default::default(), given_up: 0, dependents, missing, ready, deadlines: Default::default() }
     }
 
     fn in_flight_on(&self, node: &str) -> usize {
@@ -76,7 +96,25 @@ impl Engine {
                 *c -= 1;
             }
         }
+        if self.state[i] == ActionState::Waiting {
+            self.ready.remove(&i);
+        }
+        if let ActionState::InFlight { deadline_ms: Some(d) } = self.state[i] {
+            self.deadlines.remove(&(d, i));
+        }
+        if let ActionState::InFlight { deadline_ms: Some(d) } = new {
+            self.deadlines.insert((d, i));
+        }
         self.state[i] = new;
+        if new == ActionState::Confirmed {
+            for k in 0..self.dependents[i].len() {
+                let d = self.dependents[i][k];
+                self.missing[d] -= 1;
+                if self.missing[d] == 0 && self.state[d] == ActionState::Waiting {
+                    self.ready.insert(d);
+                }
+            }
+        }
     }
 
     pub fn action(&self, i: usize) -> Option<&GraphAction> {
@@ -102,7 +140,7 @@ impl Engine {
     }
 
     fn ready(&self, i: usize) -> bool {
-        self.state[i] == ActionState::Waiting && self.graph.actions[i].inputs.iter().all(|&j| self.state.get(j) == Some(&ActionState::Confirmed))
+        self.ready.contains(&i)
     }
 
     /// Fire every action that may run now: inputs confirmed, not aborted, within
@@ -115,7 +153,8 @@ impl Engine {
         }
         loop {
             let mut progressed = false;
-            for i in 0..self.graph.actions.len() {
+            let candidates: Vec<usize> = self.ready.iter().copied().collect();
+            for i in candidates {
                 if !self.ready(i) {
                     continue;
                 }
@@ -201,7 +240,7 @@ impl Engine {
 
     /// Actions whose timer expired by `now_ms`: failed. Returns them.
     pub fn handle_timeout(&mut self, now_ms: u64) -> Vec<usize> {
-        let hit: Vec<usize> = (0..self.state.len()).filter(|&i| matches!(self.state[i], ActionState::InFlight { deadline_ms: Some(d) } if d <= now_ms)).collect();
+        let hit: Vec<usize> = self.deadlines.iter().take_while(|(d, _)| *d <= now_ms).map(|&(_, i)| i).collect();
         for &i in &hit {
             self.confirm(i, false);
         }
@@ -210,7 +249,7 @@ impl Engine {
 
     /// The earliest action timer.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.state.iter().filter_map(|s| if let ActionState::InFlight { deadline_ms } = s { *deadline_ms } else { None }).min()
+        self.deadlines.first().map(|&(d, _)| d)
     }
 
     /// Done: nothing in flight and nothing can fire. None while still running.
@@ -223,10 +262,10 @@ impl Engine {
             return Some(if self.failed() > 0 { Outcome::Terminated } else { Outcome::Complete });
         }
         if self.aborted {
-            return Some(if self.failed() > 0 && (0..self.state.len()).all(|i| self.state[i] != ActionState::Waiting || !self.ready(i)) { Outcome::Terminated } else { Outcome::Stopped });
+            return Some(if self.failed() > 0 && self.ready.is_empty() { Outcome::Terminated } else { Outcome::Stopped });
         }
         // Waiting actions none of which can ever fire: their inputs failed.
-        if (0..self.state.len()).all(|i| self.state[i] != ActionState::Waiting || !self.ready(i)) {
+        if self.ready.is_empty() {
             return Some(Outcome::Terminated);
         }
         None

@@ -5,17 +5,30 @@
 //! binary), normalizes it and the expected summary the way
 //! `../shared/tools/scheduler-conformance` does, and computes two of that tool's
 //! metrics: `transition` (the Transition Summary lines as a multiset) and `status`
-//! (the Current cluster status block, line for line).
+//! (the Current cluster status block, line for line). From the same run it compares the
+//! transition graph (`halo simulate -G`) with Pacemaker's `exp/NAME.exp`: `graph` (same
+//! actions, each with the same inputs; see `golden_cases/graph.rs`), and, where the
+//! transition matches but the graph does not, the data-protecting orderings of
+//! Pacemaker's graph that halo's lacks (fencing before a start, a stop before the start
+//! elsewhere, a demote before a promote).
 //!
-//! The cases known to match are listed in `testdata/matching-transition.txt` and
-//! `testdata/matching-status.txt`. The test fails if a listed case stops matching.
-//! Cases that match but are not listed are only reported; `HALO_BLESS=1 cargo test
-//! -p halo-scheduler --test golden_cases` rewrites both lists with the current sets.
+//! The cases known to match are listed in `testdata/matching-transition.txt`,
+//! `testdata/matching-status.txt` and `testdata/matching-graph.txt`. The test fails if a
+//! listed case stops matching. The known missing data-protecting orderings are listed in
+//! `testdata/data-orderings-missing.txt`; the test fails on any other. Cases that match but
+//! are not listed, and listed orderings no longer missing, are only reported;
+//! `HALO_BLESS=1 cargo test -p halo-scheduler --test golden_cases` rewrites all four lists
+//! with the current sets. `GOLDEN_GRAPH_DUMP=DIR` writes halo's graphs as `DIR/NAME.exp`.
+//! Without `../shared/scheduler-cases` the tests print one line and pass.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use chrono::Utc;
+
+#[path = "golden_cases/graph.rs"]
+mod graph;
 
 const SECTIONS: [&str; 4] = ["Current cluster status:", "Transition Summary:", "Executing Cluster Transition:", "Revised Cluster Status:"];
 
@@ -38,29 +51,30 @@ fn testdata(file: &str) -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------
-// What `halo simulate -x FILE -S [-t DATE]` prints (stdout, or the error on stderr).
+// What `halo simulate -x FILE -S [-t DATE]` prints (stdout, or the error on stderr), and
+// the graph `-G FILE` writes (none when it prints an error).
 
-fn simulate(xml_file: &Path, args: &[String]) -> String {
+fn simulate(xml_file: &Path, args: &[String]) -> (String, Option<String>) {
     let date = args.iter().position(|a| a == "-t").and_then(|i| args.get(i + 1));
     let src = match std::fs::read_to_string(xml_file) {
         Ok(s) => s,
-        Err(e) => return format!("halo: cannot read {}: {e}\n", xml_file.display()),
+        Err(e) => return (format!("halo: cannot read {}: {e}\n", xml_file.display()), None),
     };
     let cib = match cib::Cib::parse(&src) {
         Ok(c) => c,
-        Err(e) => return format!("halo: {}: {e}\n", xml_file.display()),
+        Err(e) => return (format!("halo: {}: {e}\n", xml_file.display()), None),
     };
     let date = match date {
         Some(d) => match scheduler::rules::parse_iso8601(d) {
             Some(t) => Some(t),
-            None => return format!("halo: invalid date '{d}' for -t\n"),
+            None => return (format!("halo: invalid date '{d}' for -t\n"), None),
         },
         None => None,
     };
     let (now, date_line) = scheduler::effective_now(&cib, date, Utc::now().naive_utc());
     let t = scheduler::schedule(&cib, now);
     let out = t.crm_simulate_text(date_line.as_deref(), false, true);
-    out
+    (out, Some(t.graph_xml()))
 }
 
 // ---------------------------------------------------------------------------
@@ -365,34 +379,158 @@ fn write_list(path: &Path, names: &BTreeSet<String>) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
 
-/// Run every case; return the names matching each metric and the names that panicked.
-fn run_all(dir: &Path, cases: &[Case]) -> (BTreeSet<String>, BTreeSet<String>, Vec<String>) {
-    let (mut transition, mut status, mut panicked) = (BTreeSet::new(), BTreeSet::new(), Vec::new());
+/// What one run over all cases found.
+struct Run {
+    cases: usize,
+    secs: f64,
+    transition: BTreeSet<String>,
+    status: BTreeSet<String>,
+    /// Same actions and same inputs as Pacemaker's graph.
+    graph: BTreeSet<String>,
+    /// Same actions, some inputs differ.
+    graph_actions_only: BTreeSet<String>,
+    /// Cases whose transition summary matches and graph does not, with the data-protecting
+    /// orderings of Pacemaker's graph that halo's lacks (only those that lack one).
+    missing: BTreeMap<String, Vec<graph::Missing>>,
+    /// The same over every case where halo and Pacemaker both have a graph (for the report).
+    missing_any: usize,
+    panicked: Vec<String>,
+    /// Graphs that could not be read (Pacemaker's or halo's).
+    unreadable: Vec<String>,
+}
+
+/// Run every case once; every test reads the same run.
+fn run() -> Option<&'static Run> {
+    static RUN: OnceLock<Option<Run>> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = cases_dir();
+        if !dir.join("cases.json").exists() {
+            eprintln!("golden cases: skipped, {} is absent", dir.display());
+            return None;
+        }
+        let cases = load_cases(&dir);
+        assert!(!cases.is_empty(), "no cases in {}", dir.display());
+        // Some CIBs nest deeply; give the scheduler the room a binary's main thread has, and more.
+        let run = std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(move || run_all(&dir, &cases))
+            .unwrap()
+            .join()
+            .expect("the case runner died");
+        Some(run)
+    })
+    .as_ref()
+}
+
+fn run_all(dir: &Path, cases: &[Case]) -> Run {
+    let started = std::time::Instant::now();
+    let mut r = Run {
+        cases: cases.len(),
+        secs: 0.0,
+        transition: BTreeSet::new(),
+        status: BTreeSet::new(),
+        graph: BTreeSet::new(),
+        graph_actions_only: BTreeSet::new(),
+        missing: BTreeMap::new(),
+        missing_any: 0,
+        panicked: Vec::new(),
+        unreadable: Vec::new(),
+    };
     // A panic is a case that does not match (the binary would print it on stderr);
     // keep the default hook from printing 599 backtraces.
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     for c in cases {
         let xml = dir.join("xml").join(format!("{}.xml", c.name));
-        let actual = match std::panic::catch_unwind(|| simulate(&xml, &c.args)) {
-            Ok(text) => text,
+        let (actual, graph_xml) = match std::panic::catch_unwind(|| simulate(&xml, &c.args)) {
+            Ok(out) => out,
             Err(_) => {
-                panicked.push(c.name.clone());
-                String::from("halo: panicked\n")
+                r.panicked.push(c.name.clone());
+                (String::from("halo: panicked\n"), None)
             }
         };
         let exp_path = dir.join("summary").join(format!("{}.summary", c.name));
         let expected = std::fs::read_to_string(&exp_path).unwrap_or_else(|e| panic!("cannot read {}: {e}", exp_path.display()));
         let o = compare(&normalize(&expected), &normalize(&actual));
         if o.transition {
-            transition.insert(c.name.clone());
+            r.transition.insert(c.name.clone());
         }
         if o.status {
-            status.insert(c.name.clone());
+            r.status.insert(c.name.clone());
+        }
+
+        let Some(graph_xml) = graph_xml else { continue };
+        if let Some(d) = std::env::var_os("GOLDEN_GRAPH_DUMP") {
+            let _ = std::fs::create_dir_all(&d);
+            let _ = std::fs::write(Path::new(&d).join(format!("{}.exp", c.name)), &graph_xml);
+        }
+        let exp_path = dir.join("exp").join(format!("{}.exp", c.name));
+        let exp_xml = std::fs::read_to_string(&exp_path).unwrap_or_else(|e| panic!("cannot read {}: {e}", exp_path.display()));
+        let (pcmk, halo) = match (graph::parse(&exp_xml), graph::parse(&graph_xml)) {
+            (Ok(p), Ok(h)) => (p, h),
+            (p, h) => {
+                let why = [p.err().map(|e| format!("exp: {e}")), h.err().map(|e| format!("halo: {e}"))];
+                r.unreadable.push(format!("{} ({})", c.name, why.into_iter().flatten().collect::<Vec<_>>().join("; ")));
+                continue;
+            }
+        };
+        match graph::compare(&pcmk, &halo) {
+            graph::Verdict::Match => {
+                r.graph.insert(c.name.clone());
+                continue;
+            }
+            graph::Verdict::ActionsOnly => {
+                r.graph_actions_only.insert(c.name.clone());
+            }
+            graph::Verdict::Differ => {}
+        }
+        let missing = graph::missing_data_orderings(&pcmk, &halo);
+        if !missing.is_empty() {
+            r.missing_any += 1;
+            if o.transition {
+                r.missing.insert(c.name.clone(), missing);
+            }
         }
     }
     std::panic::set_hook(hook);
-    (transition, status, panicked)
+    r.secs = started.elapsed().as_secs_f64();
+    r
+}
+
+fn blessing() -> bool {
+    std::env::var("HALO_BLESS").as_deref() == Ok("1")
+}
+
+const BLESS_HINT: &str = "HALO_BLESS=1 cargo test -p halo-scheduler --test golden_cases";
+
+/// Lists that may grow, never shrink: fail when a listed case no longer matches.
+fn check_lists(lists: &[(&str, PathBuf, &BTreeSet<String>)]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (metric, path, now) in lists {
+        let listed = read_list(path);
+        if blessing() {
+            write_list(path, now);
+            let lost: Vec<&String> = listed.difference(now).collect();
+            eprintln!(
+                "HALO_BLESS=1: wrote {} ({} cases; {} added, {} removed{})",
+                path.display(),
+                now.len(),
+                now.difference(&listed).count(),
+                lost.len(),
+                if lost.is_empty() { String::new() } else { format!(": {metric} no longer matches {}", join(&lost)) }
+            );
+            continue;
+        }
+        let lost: Vec<&String> = listed.difference(now).collect();
+        let gained = now.difference(&listed).count();
+        if gained > 0 {
+            eprintln!("{gained} case(s) now match '{metric}' but are not listed in {}; record them with: {BLESS_HINT}", path.display());
+        }
+        if !lost.is_empty() {
+            failures.push(format!("'{metric}' no longer matches for {} listed case(s): {}", lost.len(), join(&lost)));
+        }
+    }
+    failures
 }
 
 #[test]
@@ -404,72 +542,172 @@ fn normalize_matches_the_conformance_tool() {
 }
 
 #[test]
+fn graph_metric_on_small_graphs() {
+    // (action element, inputs) per synapse; ids count from `first_id` to show they are ignored.
+    fn graph_xml(first_id: usize, synapses: &[(&str, &[&str])]) -> String {
+        let mut out = String::from("<transition_graph cluster-delay=\"60s\" transition_id=\"0\">\n");
+        for (i, (action, inputs)) in synapses.iter().enumerate() {
+            let id = |e: &str| e.replacen("ID", &(first_id + i).to_string(), 1);
+            out.push_str(&format!("<synapse id=\"{i}\"><action_set>{}</action_set><inputs>", id(action)));
+            for t in inputs.iter() {
+                out.push_str(&format!("<trigger>{t}</trigger>"));
+            }
+            out.push_str("</inputs></synapse>\n");
+        }
+        out.push_str("</transition_graph>\n");
+        out
+    }
+    const FENCE: &str = r#"<crm_event id="ID" operation="stonith" operation_key="stonith-n1-reboot" on_node="n1" on_node_uuid="1"/>"#;
+    const R_STOP: &str = r#"<pseudo_event id="ID" operation="stop" operation_key="R_stop_0"/>"#;
+    const R_START: &str = r#"<rsc_op id="ID" operation="start" operation_key="R_start_0" on_node="n2" on_node_uuid="2"><attributes CRM_meta_timeout="20000"/></rsc_op>"#;
+    const S_START: &str = r#"<rsc_op id="ID" operation="start" operation_key="S_start_0" on_node="n2" on_node_uuid="2"/>"#;
+    let exp = graph::parse(&graph_xml(0, &[(FENCE, &[]), (R_STOP, &[FENCE]), (R_START, &[R_STOP, FENCE]), (S_START, &[FENCE])])).unwrap();
+    // Other ids, attributes and synapse order: the same graph.
+    let same = graph::parse(&graph_xml(7, &[(S_START, &[FENCE]), (R_START, &[FENCE, R_STOP]), (FENCE, &[]), (R_STOP, &[FENCE])])).unwrap();
+    assert_eq!(graph::compare(&exp, &same), graph::Verdict::Match);
+    // R's start is after the fencing through its stop (kept); S's start is not (missing).
+    let halo = graph::parse(&graph_xml(0, &[(FENCE, &[]), (R_STOP, &[FENCE]), (R_START, &[R_STOP]), (S_START, &[])])).unwrap();
+    assert_eq!(graph::compare(&exp, &halo), graph::Verdict::ActionsOnly);
+    let missing: Vec<String> = graph::missing_data_orderings(&exp, &halo).iter().map(|m| m.to_string()).collect();
+    assert_eq!(missing, vec!["fence-then-start: stonith-n1-reboot@n1 -> S_start_0@n2"]);
+    // Without the fencing at all: both starts miss it, and the graphs differ.
+    let unfenced = graph::parse(&graph_xml(0, &[(R_STOP, &[]), (R_START, &[R_STOP]), (S_START, &[])])).unwrap();
+    assert_eq!(graph::compare(&exp, &unfenced), graph::Verdict::Differ);
+    assert_eq!(graph::missing_data_orderings(&exp, &unfenced).len(), 2);
+    assert!(graph::missing_data_orderings(&exp, &unfenced).iter().all(|m| m.absent));
+}
+
+#[test]
 fn golden_cases() {
-    let dir = cases_dir();
-    let cases = load_cases(&dir);
-    let n = cases.len();
-    assert!(n > 0, "no cases in {}", dir.display());
-    let started = std::time::Instant::now();
-    // Some CIBs nest deeply; give the scheduler the room a binary's main thread has, and more.
-    let (transition, status, panicked) = {
-        let dir = dir.clone();
-        std::thread::Builder::new()
-            .stack_size(64 << 20)
-            .spawn(move || run_all(&dir, &cases))
-            .unwrap()
-            .join()
-            .expect("the case runner died")
-    };
+    let Some(r) = run() else { return };
     eprintln!(
-        "golden cases: {n} run in {:.1}s; transition matches {}, status matches {}, {} panicked",
-        started.elapsed().as_secs_f64(),
-        transition.len(),
-        status.len(),
-        panicked.len()
+        "golden cases: {} run in {:.1}s (summary and graph); transition matches {}, status matches {}, {} panicked",
+        r.cases,
+        r.secs,
+        r.transition.len(),
+        r.status.len(),
+        r.panicked.len()
     );
-    if !panicked.is_empty() {
-        eprintln!("  panicked: {}", panicked.join(" "));
+    if !r.panicked.is_empty() {
+        eprintln!("  panicked: {}", r.panicked.join(" "));
     }
-
-    let lists = [("transition", testdata("matching-transition.txt"), &transition), ("status", testdata("matching-status.txt"), &status)];
-
-    if std::env::var("HALO_BLESS").as_deref() == Ok("1") {
-        for (metric, path, now) in &lists {
-            let before = read_list(path);
-            write_list(path, now);
-            let lost: Vec<&String> = before.difference(now).collect();
-            eprintln!(
-                "HALO_BLESS=1: wrote {} ({} cases; {} added, {} removed{})",
-                path.display(),
-                now.len(),
-                now.difference(&before).count(),
-                lost.len(),
-                if lost.is_empty() { String::new() } else { format!(": {metric} no longer matches {}", join(&lost)) }
-            );
-        }
-        return;
-    }
-
-    let mut failures = Vec::new();
-    for (metric, path, now) in &lists {
-        let listed = read_list(path);
-        let lost: Vec<&String> = listed.difference(now).collect();
-        let gained = now.difference(&listed).count();
-        if gained > 0 {
-            eprintln!(
-                "{gained} case(s) now match '{metric}' but are not listed in {}; \
-                 record them with: HALO_BLESS=1 cargo test -p halo-scheduler --test golden_cases",
-                path.display()
-            );
-        }
-        if !lost.is_empty() {
-            failures.push(format!("'{metric}' no longer matches for {} listed case(s): {}", lost.len(), join(&lost)));
-        }
-    }
+    let failures = check_lists(&[
+        ("transition", testdata("matching-transition.txt"), &r.transition),
+        ("status", testdata("matching-status.txt"), &r.status),
+    ]);
     if !failures.is_empty() {
         panic!(
             "scheduler regression:\n  {}\nsee one with: cargo build --release && \
              ../shared/tools/scheduler-conformance --diff NAME -- target/release/halo simulate\n\
+             (if the change is intended, rewrite the lists with HALO_BLESS=1)",
+            failures.join("\n  ")
+        );
+    }
+}
+
+/// `testdata/data-orderings-missing.txt`: a case name, then its missing orderings indented.
+fn read_missing(path: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut case: Option<String> = None;
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line.starts_with(char::is_whitespace) {
+            let c = case.clone().unwrap_or_else(|| panic!("{}: an ordering before any case: {line}", path.display()));
+            out.entry(c).or_default().insert(line.trim().trim_end_matches(graph::ABSENT).to_string());
+        } else {
+            let c = line.trim().to_string();
+            out.entry(c.clone()).or_default();
+            case = Some(c);
+        }
+    }
+    out
+}
+
+fn write_missing(path: &Path, missing: &BTreeMap<String, Vec<graph::Missing>>) {
+    let mut text = String::from(
+        "# Cases whose transition summary matches Pacemaker's but whose graph lacks a data-protecting\n\
+         # ordering of Pacemaker's graph (see scheduler/tests/golden_cases/graph.rs): the case, then\n\
+         # each missing ordering, indented (kind: first -> then). This list may shrink, never grow.\n",
+    );
+    for (case, ms) in missing {
+        text.push_str(case);
+        text.push('\n');
+        for m in ms {
+            text.push_str(&format!("  {m}\n"));
+        }
+    }
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+#[test]
+fn golden_graphs() {
+    let Some(r) = run() else { return };
+    let n_missing: usize = r.missing.values().map(Vec::len).sum();
+    eprintln!(
+        "graph: {} of {} cases match actions and inputs; {} more match actions only; \
+         {} of the {} cases whose transition matches but graph does not miss a data-protecting ordering ({} orderings; {} cases over all)",
+        r.graph.len(),
+        r.cases,
+        r.graph_actions_only.len(),
+        r.missing.len(),
+        r.transition.difference(&r.graph).count(),
+        n_missing,
+        r.missing_any
+    );
+    let mut by_kind: BTreeMap<graph::Kind, (usize, BTreeSet<&str>)> = BTreeMap::new();
+    for (case, ms) in &r.missing {
+        for m in ms {
+            let e = by_kind.entry(m.kind).or_default();
+            e.0 += 1;
+            e.1.insert(case);
+        }
+    }
+    for (k, (n, cases)) in &by_kind {
+        let some: Vec<&str> = cases.iter().take(4).copied().collect();
+        eprintln!("  {}: {n} ordering(s) in {} case(s), e.g. {}", k.name(), cases.len(), some.join(" "));
+    }
+    if !r.unreadable.is_empty() {
+        eprintln!("  graphs not read: {}", r.unreadable.join(", "));
+    }
+
+    let mut failures = check_lists(&[("graph", testdata("matching-graph.txt"), &r.graph)]);
+    let path = testdata("data-orderings-missing.txt");
+    let listed = read_missing(&path);
+    if blessing() {
+        write_missing(&path, &r.missing);
+        eprintln!("HALO_BLESS=1: wrote {} ({} cases, {n_missing} orderings)", path.display(), r.missing.len());
+    } else {
+        let mut new = Vec::new();
+        for (case, ms) in &r.missing {
+            let known = listed.get(case);
+            for m in ms {
+                if !known.is_some_and(|k| k.contains(&m.id())) {
+                    new.push(format!("{case}: {m}"));
+                }
+            }
+        }
+        if !new.is_empty() {
+            failures.push(format!(
+                "{} data-protecting ordering(s) of Pacemaker's graph missing from halo's and not listed in {}:\n    {}",
+                new.len(),
+                path.display(),
+                new.join("\n    ")
+            ));
+        }
+        let fixed: Vec<&String> = listed.keys().filter(|c| !r.missing.contains_key(*c)).collect();
+        if !fixed.is_empty() {
+            eprintln!("{} listed case(s) no longer miss a data-protecting ordering: {}; remove them with: {BLESS_HINT}", fixed.len(), join(&fixed));
+        }
+    }
+    if !r.unreadable.is_empty() {
+        failures.push(format!("graphs not read: {}", r.unreadable.join(", ")));
+    }
+    if !failures.is_empty() {
+        panic!(
+            "scheduler graph regression:\n  {}\nsee one with: GOLDEN_GRAPH_DUMP=DIR cargo test --release -p halo-scheduler --test golden_cases, \
+             then compare DIR/NAME.exp with ../shared/scheduler-cases/exp/NAME.exp\n\
              (if the change is intended, rewrite the lists with HALO_BLESS=1)",
             failures.join("\n  ")
         );
