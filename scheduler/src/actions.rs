@@ -423,6 +423,7 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], colocs: &[crate::constraints::Coloc
     settle_pseudo(&mut p);
     plan_migrations(cl, &mut p);
     plan_role_changes(cl, &mut p);
+    order_after_fencing(cl, &mut p);
 
     // Recurring monitors where the resource will be active.
     for (id, r) in cl.rscs.iter().enumerate() {
@@ -473,6 +474,55 @@ pub fn plan(cl: &Cluster, orders: &[OrderC], colocs: &[crate::constraints::Coloc
         }
     }
     p
+}
+
+/// A resource's `requires` (meta, inherited from its parents, then rsc_defaults): `fencing`
+/// by default when fencing is on, `quorum` for fencing devices and without fencing.
+fn requires(cl: &Cluster, r: RscId) -> String {
+    let mut cur = Some(r);
+    while let Some(c) = cur {
+        if let Some(v) = cl.rscs[c].meta.get("requires") {
+            return v.clone();
+        }
+        cur = cl.rscs[c].parent;
+    }
+    if let Some(v) = cl.rsc_defaults.get("requires") {
+        return v.clone();
+    }
+    let device = cl.rscs[r].prim.as_ref().is_some_and(|p| p.class == "stonith");
+    if cl.options.stonith_enabled && !device { "fencing".into() } else { "quorum".into() }
+}
+
+/// What may make a resource active waits for the transition's fencing (Pacemaker
+/// Explained, `requires`): with `requires=fencing` (the default with fencing) every start,
+/// promote and migration waits for every fencing action, since the fenced node may run it
+/// whatever its history says; with `requires=quorum` a start waits only for the fencing of
+/// a node where its state is unknown (never probed there). Order only: fencing that cannot
+/// run does not stop them (its own orderings do).
+fn order_after_fencing(cl: &Cluster, p: &mut Plan) {
+    let fences: Vec<(ActionId, NodeId)> = p.actions.iter().enumerate().filter(|(_, a)| a.fence.is_some()).filter_map(|(i, a)| a.node.map(|n| (i, n))).collect();
+    if fences.is_empty() {
+        return;
+    }
+    let mut orders = Vec::new();
+    for (i, a) in p.actions.iter().enumerate() {
+        let Some(r) = a.rsc.filter(|&r| cl.rscs[r].is_primitive()) else { continue };
+        if a.pseudo || !matches!(a.task.as_str(), "start" | "promote" | "migrate_to" | "migrate_from") {
+            continue;
+        }
+        match requires(cl, r).as_str() {
+            "fencing" | "unfencing" => orders.extend(fences.iter().map(|&(f, _)| (f, i))),
+            "quorum" if a.task == "start" => {
+                let rsc = &cl.rscs[r];
+                let unknown = |n: NodeId| rsc.allowed.contains_key(&n) && !rsc.history.get(&n).is_some_and(|h| h.known);
+                orders.extend(fences.iter().filter(|&&(_, n)| unknown(n)).map(|&(f, _)| (f, i)));
+            }
+            _ => {}
+        }
+    }
+    for (f, i) in orders {
+        p.order(f, i, Flags::ORDER_ONLY);
+    }
 }
 
 /// Promote and demote actions for instances of promotable clones, around their starts and stops.
