@@ -156,6 +156,41 @@ fn failover() {
     stats("  controller's share: survivors' new ring to the resource running (fencing included)", &mut share, "ms");
 }
 
+/// What the agents' work for `n` resources (a probe on each of 3 nodes, then a start)
+/// costs without halo: the agent run directly with an OCF environment, one runner per
+/// core. Seconds.
+fn agents_alone(dir: &Path, n: usize) -> f64 {
+    std::fs::create_dir_all(dir).unwrap();
+    let threads = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(2);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= 4 * n {
+                    return;
+                }
+                let (rsc, action) = if i < 3 * n { (i / 3, "monitor") } else { (i - 3 * n, "start") };
+                let state = dir.join(format!("r{rsc}-{}.state", if action == "monitor" { i % 3 } else { 0 }));
+                let st = std::process::Command::new(DUMMY)
+                    .arg(action)
+                    .env_clear()
+                    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                    .env("OCF_ROOT", "/usr/lib/ocf")
+                    .env("OCF_RESOURCE_INSTANCE", format!("r{rsc}"))
+                    .env("OCF_RESKEY_state", &state)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(st.code().is_some(), "the agent ran");
+            });
+        }
+    });
+    t0.elapsed().as_secs_f64()
+}
+
 fn many() {
     // 4. 1,000 primitives at once.
     let sb = cluster("bench-ctl-1000");
@@ -192,6 +227,9 @@ fn many() {
         let _ = g;
     }
     stats("one scheduler run on that CIB (1,000 resources, 3 nodes, their status)", &mut runs, "ms");
+    // The floor under that figure on this machine: the same agent runs alone.
+    let floor = agents_alone(&sb.dir.join("floor"), n);
+    println!("  the agents alone ({} probes and {n} starts of Dummy run directly, as many at once as cores): {floor:.1} s", 3 * n);
     let dc = cib.attr("dc-uuid").unwrap_or("1").to_string();
     let dc_node = format!("node{dc}");
     // The work behind it: status writes committed (num_updates counts them since the

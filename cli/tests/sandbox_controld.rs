@@ -280,3 +280,51 @@ fn a_promotable_clone_is_promoted_once_through_the_agents_own_scores_and_promoti
     let next = wait_for(Duration::from_secs(30), "promotion moved", || promoted(&sb, other, "st").filter(|n| *n != first));
     assert_ne!(next, first);
 }
+
+/// no-quorum-policy=stop (the default) without fencing: the node left alone when the two
+/// others are killed has no quorum, and its controller, DC of its own partition, stops what
+/// runs there (Pacemaker does the same; with fencing on it would wait to be fenced). Once a
+/// second node is back, quorum returns and the resource runs again; never on two nodes.
+#[test]
+fn a_node_without_quorum_stops_its_resources_and_they_return_with_quorum() {
+    if !have_loopback_aliases() {
+        eprintln!("skipped: 127.0.0.13 cannot be bound here");
+        return;
+    }
+    if !std::path::Path::new(DUMMY).exists() {
+        eprintln!("skipped: {DUMMY} is not installed (resource-agents)");
+        return;
+    }
+    let sb = Sandbox::create_cluster("controld-noquorum", 3);
+    for n in NODES {
+        sb.start(n);
+    }
+    wait_for(Duration::from_secs(20), "three nodes joined", || {
+        let s = status_xml(&sb, "node1");
+        (s.matches(r#"join="member""#).count() == 3).then_some(())
+    });
+    let props = r#"<cluster_property_set id="test-options"><nvpair id="test-options-stonith-enabled" name="stonith-enabled" value="false"/></cluster_property_set>"#;
+    let r = sb.halo("node1", &["cib", "create", "-o", "crm_config", "--xml", props]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    let dummy = r#"<primitive id="d1" class="ocf" provider="heartbeat" type="Dummy"><operations><op id="d1-mon" name="monitor" interval="1s" timeout="20s"/></operations></primitive>"#;
+    let r = sb.halo("node1", &["cib", "create", "-o", "resources", "--xml", dummy]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    let watcher = Watcher::start(&sb, "d1");
+    let on = wait_for(Duration::from_secs(20), "d1 started", || active_on(&sb, "d1").pop());
+    let others: Vec<&str> = NODES.iter().copied().filter(|n| *n != on).collect();
+    let lost_at = Instant::now();
+    for n in &others {
+        sb.kill(n);
+    }
+    wait_for(Duration::from_secs(20), "d1 stopped on the node left without quorum", || (!state_file(&sb, &on, "d1").exists()).then_some(()));
+    eprintln!("alone without quorum, d1 stopped {:?} after the kills", lost_at.elapsed());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(active_on(&sb, "d1").is_empty(), "nothing restarts d1 without quorum");
+    sb.start(others[0]);
+    let back = wait_for(Duration::from_secs(40), "d1 running again with quorum", || active_on(&sb, "d1").pop());
+    eprintln!("quorum back: d1 runs on {back}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(active_on(&sb, "d1"), vec![back]);
+    let twice = watcher.finish();
+    assert!(twice.is_empty(), "d1 was active on two live nodes at once: {twice:?}");
+}

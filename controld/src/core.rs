@@ -132,13 +132,24 @@ pub enum Input {
 pub enum Action {
     Broadcast(pb::PeerMessage),
     CibWrite { tag: u64, write: proto::cib::WriteRequest },
-    Schedule { seq: u64, min_index: u64 },
+    /// `minority`: this partition has no quorum; schedule from the CIB as this partition
+    /// sees it ([`records::minority_view`]).
+    Schedule { seq: u64, min_index: u64, minority: Option<Minority> },
     ReadHistory,
     CancelRecurring { rsc: String, ops: Vec<(String, u64)> },
     Exec { op: xpb::OpRequest },
     Fence { transition: u64, action: usize, target: String, fence_action: String, timeout_ms: u64 },
     /// This controller's work is done (a clean stop): the driver exits.
     Exit,
+}
+
+/// A partition without quorum, as its DC schedules it: `have-quorum` 0, this DC, and the
+/// nodes outside the partition gone (their state in the CIB is the last the majority
+/// wrote, which this partition cannot see past).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Minority {
+    pub dc: u32,
+    pub outside: Vec<u32>,
 }
 
 /// Why a status write is made: what to do once it is acknowledged.
@@ -204,6 +215,9 @@ pub struct Controller {
     dc: Option<DcState>,
     next_tag: u64,
     next_seq: u64,
+    /// Writes a DC without quorum does not make (the CIB cannot take them): what waits
+    /// for each goes on at once, in order.
+    unwritten: VecDeque<AfterWrite>,
     outbox: VecDeque<Action>,
     now: Now,
 }
@@ -229,6 +243,7 @@ impl Controller {
             dc: None,
             next_tag: 1,
             next_seq: 1,
+            unwritten: VecDeque::new(),
             outbox: VecDeque::new(),
             now,
         }
@@ -287,9 +302,13 @@ impl Controller {
             Input::Confchg { members, joined, left } => self.on_confchg(&members, &joined, &left),
             Input::Peer { from, msg } => self.on_peer(from, msg),
             Input::Quorum { quorate, ring } => {
-                self.ring = ring.into_iter().collect();
+                let ring: BTreeSet<u32> = ring.into_iter().collect();
+                let ring_changed = ring != self.ring;
+                self.ring = ring;
                 if quorate != self.quorate {
                     self.quorate = quorate;
+                    self.on_quorum_change(quorate);
+                } else if ring_changed && !quorate {
                     if let Some(d) = self.dc.as_mut() {
                         d.dirty = true;
                     }
@@ -456,25 +475,80 @@ impl Controller {
             tracing::info!("this node is the DC now (formation: {})", !self.seen_other_dc);
             let wait = if self.seen_other_dc { self.cfg.join_timeout_ms } else { self.cfg.startup_wait_ms };
             self.dc = Some(DcState { formation: !self.seen_other_dc, dirty: true, join_until: self.now.ms + wait, ..Default::default() });
-            // Nodes that left before this DC took over (with the former DC, or while the
-            // order was being agreed) must not look alive to the scheduler.
-            // A node still in the ring whose controller is away (restarting) gets the same
-            // grace as if this DC had seen it leave.
-            let gone: Vec<u32> = self.cfg.nodes.keys().copied().filter(|n| !self.seniority.members().contains(n)).collect();
-            let grace_until = self.now.ms + self.cfg.controller_grace_ms;
-            for n in gone {
-                if self.ring.contains(&n) {
-                    self.dc.as_mut().expect("just set").gone.insert(n, grace_until);
-                } else {
-                    self.write(records::node_gone_if_known(&n.to_string()), AfterWrite::MayBeRefused);
-                }
-            }
+            self.mark_absent_nodes();
         }
         if now_dc.is_some() && now_dc != self.joined_to {
             // Members push their history to a new DC (§9): no offer round.
             self.outbox.push_back(Action::ReadHistory);
             if self.shutting_down {
                 self.request_shutdown();
+            }
+        }
+    }
+
+    /// Quorum lost: the DC of this partition goes on without the CIB's writes (what waited
+    /// for one goes on at once) and plans with `no-quorum-policy` (stop, by default, stops
+    /// what runs here; freeze and ignore keep it). Quorum back: every node joins its DC
+    /// again, since what ran here meanwhile was never recorded.
+    fn on_quorum_change(&mut self, quorate: bool) {
+        let now = self.now.ms;
+        let join_timeout = self.cfg.join_timeout_ms;
+        if let Some(d) = self.dc.as_mut() {
+            d.dirty = true;
+            // The graph was made for the other case: nothing more fires from it (a start it
+            // holds must not run unrecorded in a minority).
+            if let Some(e) = d.engine.as_mut() {
+                e.abort();
+            }
+            if quorate {
+                d.joined.clear();
+                d.join_until = d.join_until.max(now + join_timeout);
+                d.quorum_written = None;
+            } else {
+                let waiting: Vec<AfterWrite> = std::mem::take(&mut d.writes).into_values().collect();
+                self.unwritten.extend(waiting);
+            }
+        }
+        if quorate && self.dc.is_some() {
+            self.mark_absent_nodes();
+        }
+        if quorate && self.seniority.dc().is_some() {
+            self.joined_to = None;
+            self.outbox.push_back(Action::ReadHistory);
+        }
+    }
+
+    /// Nodes that left while this DC could not record it (before it took over, with the
+    /// former DC, while the order was being agreed, or while it had no quorum) must not look
+    /// alive to the scheduler. A node still in the ring whose controller is away
+    /// (restarting) gets the same grace as if this DC had seen it leave.
+    fn mark_absent_nodes(&mut self) {
+        let absent: Vec<u32> = self.cfg.nodes.keys().copied().filter(|n| !self.seniority.members().contains(n)).collect();
+        let grace_until = self.now.ms + self.cfg.controller_grace_ms;
+        for n in absent {
+            if self.ring.contains(&n) {
+                if let Some(d) = self.dc.as_mut() {
+                    d.gone.entry(n).or_insert(grace_until);
+                }
+            } else {
+                self.write(records::node_gone_if_known(&n.to_string()), AfterWrite::MayBeRefused);
+            }
+        }
+    }
+
+    /// What waited for writes that a DC without quorum does not make.
+    fn finish_unwritten(&mut self) {
+        while let Some(after) = self.unwritten.pop_front() {
+            match after {
+                AfterWrite::Confirm { transition, action, ok } => self.confirm(transition, action, ok),
+                AfterWrite::Send { transition, action, msg } => {
+                    let Some(d) = self.dc.as_mut() else { continue };
+                    let current = d.engine.as_ref().is_some_and(|e| e.id == transition && matches!(e.state(action), Some(crate::engine::ActionState::InFlight { .. })));
+                    if current && d.unsent.remove(&action) {
+                        self.outbox.push_back(Action::Broadcast(msg));
+                    }
+                }
+                AfterWrite::Nothing | AfterWrite::MayBeRefused => {}
             }
         }
     }
@@ -836,9 +910,15 @@ impl Controller {
                     // A node whose controller is away but may come back (its grace): the
                     // action waits for it, as Pacemaker's wait for a node's result does,
                     // until it rejoins (the graph is aborted then) or counts as lost.
-                    if target.is_some_and(|n| d.gone.contains_key(&n)) {
+                    // (Also a node in the ring whose controller this DC never saw leave: it
+                    // left while this DC was in another partition.)
+                    let away = target.filter(|n| d.gone.contains_key(n) || !self.seniority.members().contains(n) && self.ring.contains(n));
+                    if let Some(n) = away {
                         tracing::info!("{} waits: the controller of its node is away", a.key);
-                        self.dc.as_mut().expect("checked").unsent.insert(i);
+                        let until = self.now.ms + self.cfg.controller_grace_ms;
+                        let d = self.dc.as_mut().expect("checked");
+                        d.gone.entry(n).or_insert(until);
+                        d.unsent.insert(i);
                         continue;
                     }
                     let Some(target) = target.filter(|n| self.seniority.members().contains(n)) else {
@@ -1001,6 +1081,12 @@ impl Controller {
     }
 
     fn write(&mut self, write: proto::cib::WriteRequest, after: AfterWrite) {
+        if self.dc.is_some() && !self.quorate {
+            // No quorum here: raft cannot commit it. The join after quorum returns writes
+            // every node's history instead.
+            self.unwritten.push_back(after);
+            return;
+        }
         let tag = self.next_tag;
         self.next_tag += 1;
         if let Some(d) = self.dc.as_mut() {
@@ -1024,12 +1110,15 @@ impl Controller {
 
     /// After every input: finish a done graph, and ask for a new one when due.
     fn step(&mut self) {
+        self.finish_unwritten();
         let me = self.cfg.me;
         let quorate = self.quorate;
         let Some(d) = self.dc.as_mut() else { return };
-        if d.quorum_written != Some(quorate) {
-            d.quorum_written = Some(quorate);
-            self.write(records::cib_attrs(&me.to_string(), quorate), AfterWrite::Nothing);
+        // `have-quorum` is written only with quorum (a CIB without quorum takes no write;
+        // the minority's DC plans from its own view, `minority_view`).
+        if quorate && d.quorum_written != Some(true) {
+            d.quorum_written = Some(true);
+            self.write(records::cib_attrs(&me.to_string(), true), AfterWrite::Nothing);
         }
         let d = self.dc.as_mut().expect("checked");
         if let Some(outcome) = d.engine.as_ref().and_then(Engine::outcome) {
@@ -1045,16 +1134,17 @@ impl Controller {
             }
         }
         let d = self.dc.as_ref().expect("checked");
-        if self.seniority.dc() != Some(me) || !d.dirty || d.engine.is_some() || d.scheduling.is_some() || !d.writes.is_empty() || !quorate || !self.all_joined(d) {
+        if self.seniority.dc() != Some(me) || !d.dirty || d.engine.is_some() || d.scheduling.is_some() || !d.writes.is_empty() || !self.all_joined(d) {
             return;
         }
+        let minority = (!quorate).then(|| Minority { dc: me, outside: self.cfg.nodes.keys().copied().filter(|n| !self.ring.contains(n)).collect() });
         let seq = self.next_seq;
         self.next_seq += 1;
         let d = self.dc.as_mut().expect("checked");
         d.dirty = false;
         d.scheduling = Some(seq);
-        tracing::debug!("scheduling (request {seq}, CIB index {})", d.last_index);
-        self.outbox.push_back(Action::Schedule { seq, min_index: d.last_index });
+        tracing::debug!("scheduling (request {seq}, CIB index {}, quorate {quorate})", d.last_index);
+        self.outbox.push_back(Action::Schedule { seq, min_index: d.last_index, minority });
     }
 }
 

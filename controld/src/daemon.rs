@@ -244,7 +244,7 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
 
     let mut core = Controller::new(Config::new(setup.me, setup.nodes.clone(), new_dc_uuid()), now());
     let mut quorum_tick = tokio::time::interval(Duration::from_millis(500));
-    let mut pending_schedule: Option<(u64, u64)> = None;
+    let mut pending_schedule: Option<(u64, u64, Option<crate::core::Minority>)> = None;
     let mut cancels: HashMap<String, Vec<(String, u64)>> = HashMap::new();
     let mut members: BTreeMap<u32, ()> = BTreeMap::new();
     loop {
@@ -318,7 +318,7 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
                         return Err(anyhow!("the CIB writer is {QUEUE} writes behind; restarting"));
                     }
                 }
-                Action::Schedule { seq, min_index } => pending_schedule = Some((seq, min_index)),
+                Action::Schedule { seq, min_index, minority } => pending_schedule = Some((seq, min_index, minority)),
                 Action::ReadHistory => {
                     let (mut ex, tx) = (execd.clone(), tx.clone());
                     tokio::spawn(async move {
@@ -389,10 +389,14 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
             }
         }
         // Schedule once the followed CIB includes the DC's own acknowledged writes.
-        if let Some((seq, min_index)) = pending_schedule {
-            if follower.index >= min_index {
-                pending_schedule = None;
-                let doc = follower.doc.clone();
+        if let Some((seq, min_index, minority)) = pending_schedule.take() {
+            if follower.index < min_index {
+                pending_schedule = Some((seq, min_index, minority));
+            } else {
+                let mut doc = follower.doc.clone();
+                if let Some(m) = &minority {
+                    crate::records::minority_view(&mut doc, m);
+                }
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let graph = tokio::task::spawn_blocking(move || schedule(doc)).await.ok().flatten();

@@ -130,6 +130,21 @@ pub fn record_op(node_id: &str, uname: &str, rsc: &str, agent: &str, op_xml: &st
     Ok(modify(node_state(node_id, uname, &[], vec![lrm])))
 }
 
+/// The CIB as the DC of a partition without quorum plans from: `have-quorum="0"`, itself
+/// as `dc-uuid`, and the nodes outside the partition out of the membership (the copy only:
+/// nothing is written).
+pub fn minority_view(doc: &mut cib::xml::Document, m: &crate::core::Minority) {
+    doc.root.set_attr("have-quorum", "0");
+    doc.root.set_attr("dc-uuid", &m.dc.to_string());
+    let Some(status) = doc.root.elements_mut().find(|e| e.name == "status") else { return };
+    for ns in status.elements_mut().filter(|e| e.name == "node_state") {
+        if ns.id().and_then(|id| id.parse::<u32>().ok()).is_some_and(|id| m.outside.contains(&id)) {
+            ns.set_attr("in_ccm", "false");
+            ns.set_attr("crmd", "offline");
+        }
+    }
+}
+
 /// Forget one record (a cancelled recurring op).
 pub fn delete_op(node_id: &str, rsc: &str, op_id: &str) -> pb::WriteRequest {
     patch(vec![build::delete(&format!("{}/lrm/lrm_resources/lrm_resource[@id='{rsc}']/lrm_rsc_op[@id='{op_id}']", node_path(node_id)))])
@@ -343,6 +358,30 @@ mod tests {
         let a = cib::Cib::from_document(one_by_one).unwrap();
         let b = cib::Cib::from_document(together).unwrap();
         assert_eq!(a.status, b.status);
+    }
+
+    #[test]
+    fn a_minority_plans_without_quorum_and_without_the_nodes_it_cannot_see() {
+        // Without fencing (with it, Pacemaker 2.1.5 stops nothing while the node it cannot
+        // see is unclean and cannot be fenced without quorum; halo's scheduler agrees).
+        let no_fencing = r#"<crm_config><cluster_property_set id="o"><nvpair id="o-s" name="stonith-enabled" value="false"/></cluster_property_set></crm_config>"#;
+        let mut doc = cib::xml::parse(&CIB.replace("<crm_config/>", no_fencing)).unwrap();
+        for n in ["1", "2"] {
+            doc = apply(&doc, &node_fields(n, &format!("n{n}"), &[("in_ccm", "true"), ("crmd", "online"), ("join", "member"), ("expected", "member")]));
+        }
+        doc = apply(&doc, &cib_attrs("2", true));
+        minority_view(&mut doc, &crate::core::Minority { dc: 1, outside: vec![2] });
+        let c = cib::Cib::from_document(doc.clone()).unwrap();
+        assert_eq!((c.attr("have-quorum"), c.attr("dc-uuid")), (Some("0"), Some("1")));
+        let xml = doc.to_xml();
+        assert!(xml.contains(r#"<node_state id="2" uname="n2" in_ccm="false" crmd="offline""#), "{xml}");
+        assert!(xml.contains(r#"<node_state id="1" uname="n1" in_ccm="true" crmd="online""#), "{xml}");
+        // With the default no-quorum-policy (stop), what runs in the minority stops.
+        let hist = r#"<lrm_resources><lrm_resource id="d" class="ocf" provider="heartbeat" type="Dummy"><lrm_rsc_op id="d_last_0" operation_key="d_start_0" operation="start" call-id="2" rc-code="0" op-status="0" interval="0" transition-key="1:1:0:x"/></lrm_resource></lrm_resources>"#;
+        doc = apply(&doc, &replace_history("1", hist).unwrap());
+        let now = chrono::DateTime::from_timestamp(1_767_225_700, 0).unwrap().naive_utc();
+        let keys: Vec<String> = scheduler::schedule(&cib::Cib::from_document(doc).unwrap(), now).graph().actions.iter().map(|a| a.key.clone()).collect();
+        assert_eq!(keys, ["d_stop_0"], "stopped due to no quorum");
     }
 
     #[test]

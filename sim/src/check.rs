@@ -17,7 +17,8 @@
 //!    and counts an input confirmed when its result, as expected, reached the DC and the
 //!    DC's record of it was acknowledged by the CIB (a fence: when its success reached the
 //!    DC); pseudo actions when their inputs are; cluster ops (shutdown, clear_failcount)
-//!    are not tracked and count as confirmed.
+//!    are not tracked and count as confirmed. A DC without quorum writes nothing: its
+//!    results confirm when they reach it.
 //! 5. After `handle_timeout(now)`, `poll_timeout()` is none
 //!    or later than `now`; otherwise the daemon's driver loop would spin.
 //! 6. No replan storm: at most 20 transitions within a second by one DC.
@@ -58,6 +59,8 @@ pub struct Checker {
     fence_failures: BTreeMap<(u64, u32), u32>,
     /// Sends (Execute, Fence) whose inputs were checked (invariant 4).
     pub checked_sends: u64,
+    /// Controller incarnations whose last quorum input said no quorum.
+    without_quorum: BTreeSet<u64>,
 }
 
 impl Checker {
@@ -120,10 +123,29 @@ impl Checker {
                     191 => 8,
                     x => x,
                 };
-                if r.op_status == 0 && Some(rc) == expected {
+                if r.op_status == 0 && Some(rc) == expected && self.without_quorum.contains(&inc) {
+                    // A DC without quorum records nothing: the result itself confirms.
+                    self.confirmed.insert((inc, r.transition_key.clone()));
+                } else if r.op_status == 0 && Some(rc) == expected {
                     self.pending_key.insert(inc, r.transition_key.clone());
                 } else {
                     self.pending_key.remove(&inc);
+                }
+            }
+            Input::Quorum { quorate, .. } => {
+                if *quorate {
+                    self.without_quorum.remove(&inc);
+                } else if self.without_quorum.insert(inc) {
+                    // Losing quorum, a DC stops waiting for its writes: what they record
+                    // counts as confirmed.
+                    let waiting: Vec<(u64, u64)> = self.write_keys.keys().filter(|(i, _)| *i == inc).copied().collect();
+                    for k in waiting {
+                        let key = self.write_keys.remove(&k).expect("listed");
+                        self.confirmed.insert((inc, key));
+                    }
+                    if let Some(key) = self.pending_key.remove(&inc) {
+                        self.confirmed.insert((inc, key));
+                    }
                 }
             }
             Input::WriteDone { tag, result } => {

@@ -122,8 +122,12 @@ impl SimCib {
     }
 
     /// The scheduler over the current document, as the daemon runs it.
-    pub fn schedule(&self, epoch_s: i64) -> Option<(Graph, CibFacts)> {
-        let cib = cib::Cib::from_document(self.doc.clone()).ok()?;
+    pub fn schedule(&self, epoch_s: i64, minority: Option<&controld::core::Minority>) -> Option<(Graph, CibFacts)> {
+        let mut doc = self.doc.clone();
+        if let Some(m) = minority {
+            controld::records::minority_view(&mut doc, m);
+        }
+        let cib = cib::Cib::from_document(doc).ok()?;
         let now = chrono::DateTime::from_timestamp(epoch_s, 0)?.naive_utc();
         let graph = scheduler::schedule(&cib, now).graph();
         Some((graph, controld::daemon::facts_of(&cib)))

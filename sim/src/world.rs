@@ -590,10 +590,10 @@ impl Sim {
                     self.after(1, 10, Event::WriterStep { node, inc });
                 }
             }
-            Action::Schedule { seq, min_index } => {
+            Action::Schedule { seq, min_index, minority } => {
                 assert!(self.cib.index >= min_index, "the shared CIB is behind an acknowledged write");
                 let epoch = self.now_of().epoch_s;
-                let graph = self.cib.schedule(epoch);
+                let graph = self.cib.schedule(epoch, minority.as_ref());
                 self.after(1, 20, Event::Deliver { node, inc: Some(inc), what: Delivery::Input(Input::Graph { seq, graph }) });
             }
             Action::ReadHistory => {

@@ -180,3 +180,36 @@ fn stale_failed_monitor_does_not_stand_for_a_running_one() {
     let keys: Vec<&str> = graph.actions.iter().map(|a| a.key.as_str()).collect();
     assert!(keys.contains(&"fencing_monitor_10000"), "no monitor scheduled for the restarted resource: {keys:?}");
 }
+
+/// Found when DCs without quorum began to act (no-quorum-policy), fixed: a DC that regained
+/// quorum planned actions on nodes outside its ring, whose leaving it could not record
+/// while it had no quorum; each failed at once ("not in the cluster") and it planned the
+/// same graph again every few ms. Seed 15, five nodes: a partition leaves {2, 5} without
+/// quorum; node 1 reboots and joins them, quorum returns, and the CIB still says nodes 3
+/// and 4, across the partition, are in the membership. Now the DC writes the nodes outside
+/// its ring as gone when quorum returns, and every node joins again.
+#[test]
+fn a_dc_that_regains_quorum_records_the_nodes_it_could_not() {
+    must_pass(15, strict());
+}
+
+/// Found with the above, fixed: a DC planned actions for a node in its ring whose
+/// controller had left while the DC was in another partition (so it never saw it leave):
+/// not in the group and never given the controller's grace, each action failed at once,
+/// again and again (seed 10, four nodes: node 1's controller crashes in the other half of a
+/// partition). Now such a node's actions wait, as for any controller that is away.
+#[test]
+fn actions_wait_for_a_controller_that_left_unseen() {
+    must_pass(10, strict());
+}
+
+
+/// Found when DCs without quorum began to act, fixed (losing or regaining quorum aborts the
+/// running graph): seed 6434, three nodes. Node 3, DC, loses quorum while its graph still
+/// holds a start of the fencing device; without quorum the start was sent at once and not
+/// recorded; node 3 dies, and the next DC starts the device on node 1 before node 3 is
+/// fenced (invariant 2).
+#[test]
+fn a_graph_made_with_quorum_stops_firing_when_quorum_is_lost() {
+    must_pass(6434, strict());
+}
