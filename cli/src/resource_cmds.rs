@@ -8,7 +8,9 @@
 //!   attribute, and the history of every resource with a failed op.
 //! - refresh: the same, but histories go whether failed or not (no R: every history).
 //! - then `crm_config` `last-lrm-refresh` = now (epoch seconds), so the DC re-plans and
-//!   probes again what lost its history.
+//!   probes again what lost its history;
+//! - and each node whose histories went is told (through the local controller) to have its
+//!   executor forget them, so its next join does not write them back.
 //!
 //! R is taken up to its top-level group/clone/bundle unless --strict (crm_resource without
 //! --force); a resource known only from the status (an orphan) may be named too. Nodes acted
@@ -99,17 +101,47 @@ pub fn run(cmd: ResourceCmd, dir: Option<&Path>) -> Result<i32> {
     };
     let (rsc, node) = rsc_and_node(a.args, a.node)?;
     let req = Cleanup { refresh, rsc: rsc.as_deref(), node: node.as_deref(), strict: a.strict };
-    // The lines of the plan that was written (a retried write is planned again).
+    // The lines and histories of the plan that was written (a retried write is planned again).
     let lines = std::cell::RefCell::new(Vec::new());
+    let forgotten = std::cell::RefCell::new(BTreeMap::new());
     crate::node_cmds::block_on(crate::node_cmds::edit_live(dir, |doc| {
         let p = plan(doc, &req, now_s())?;
         *lines.borrow_mut() = p.report;
+        *forgotten.borrow_mut() = p.patch.as_ref().map(histories_deleted).unwrap_or_default();
         Ok(p.patch)
     }))?;
     for l in lines.into_inner() {
         println!("{l}");
     }
+    // Each node's executor forgets them too, or the next join would write them back.
+    let forgotten = forgotten.into_inner();
+    if !forgotten.is_empty() {
+        let sent = crate::node_cmds::block_on(async {
+            let ch = crate::local::channel(dir, common::paths::Daemon::Controld).await?;
+            let mut c = proto::controld::controller_client::ControllerClient::new(ch);
+            for (node, rsc) in forgotten {
+                c.forget(proto::controld::ForgetRecords { node, rsc: rsc.into_iter().collect() }).await.map_err(|e| anyhow!("halo-controld: {}", e.message()))?;
+            }
+            Ok::<(), anyhow::Error>(())
+        });
+        if let Err(e) = sent {
+            eprintln!("warning: the executors were not told to forget (their next join may write the old records back): {e}");
+        }
+    }
     Ok(0)
+}
+
+/// The `lrm_resource` histories a cleanup patch deletes: node id -> resource ids.
+fn histories_deleted(patch: &Element) -> BTreeMap<u32, BTreeSet<String>> {
+    let mut out: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+    for c in patch.children_named("change").filter(|c| c.attr("operation") == Some("delete")) {
+        let path = c.attr("path").unwrap_or("");
+        let id_after = |marker: &str| path.split(marker).nth(1).and_then(|r| r.split('\'').next()).map(str::to_string);
+        if let (Some(node), Some(rsc)) = (id_after("node_state[@id='").and_then(|n| n.parse().ok()), id_after("lrm_resource[@id='")) {
+            out.entry(node).or_default().insert(rsc);
+        }
+    }
+    out
 }
 
 fn now_s() -> i64 {
@@ -513,6 +545,19 @@ mod tests {
         // An existing last-lrm-refresh is updated in place.
         let (out, _) = run(&out, true, Some("cp"), None, false);
         assert_eq!(refresh_value(&out).as_deref(), Some("cib-bootstrap-options-last-lrm-refresh=1234"));
+    }
+
+    #[test]
+    fn the_executors_forget_exactly_the_histories_the_cib_forgets() {
+        let doc = cib();
+        let req = Cleanup { refresh: true, rsc: Some("d"), node: Some("node1"), strict: false };
+        let p = plan(&doc, &req, 1000).unwrap();
+        assert_eq!(histories_deleted(p.patch.as_ref().unwrap()), BTreeMap::from([(1, BTreeSet::from(["d".to_string()]))]));
+        let req = Cleanup { refresh: true, rsc: None, node: None, strict: false };
+        let p = plan(&doc, &req, 1000).unwrap();
+        let all = histories_deleted(p.patch.as_ref().unwrap());
+        assert_eq!(all.keys().copied().collect::<Vec<_>>(), [1, 2], "online nodes only");
+        assert!(all[&1].contains("d") && all[&1].contains("g1"), "{all:?}");
     }
 
     #[test]

@@ -126,6 +126,9 @@ pub enum Input {
     /// A local client sets or deletes a transient node attribute (an agent's crm_attribute,
     /// attrd_updater, crm_master): handed to the DC.
     Attribute(pb::AttributeUpdate),
+    /// A local client (cleanup, refresh) has a node's executor forget resources' records:
+    /// handed to that node's controller through the group.
+    Forget(pb::ForgetRecords),
 }
 
 #[derive(Debug)]
@@ -137,6 +140,8 @@ pub enum Action {
     Schedule { seq: u64, min_index: u64, minority: Option<Minority> },
     ReadHistory,
     CancelRecurring { rsc: String, ops: Vec<(String, u64)> },
+    /// The local executor forgets these resources' records.
+    ForgetHistory { rsc: Vec<String> },
     Exec { op: xpb::OpRequest },
     Fence { transition: u64, action: usize, target: String, fence_action: String, timeout_ms: u64 },
     /// This controller's work is done (a clean stop): the driver exits.
@@ -330,6 +335,7 @@ impl Controller {
             Input::WriteDone { tag, result } => self.on_write_done(tag, result),
             Input::FenceDone { transition, action, ok, reason } => self.on_fence_done(transition, action, ok, &reason),
             Input::Shutdown => self.on_shutdown(),
+            Input::Forget(f) => self.outbox.push_back(Action::Broadcast(pb::PeerMessage { body: Some(pb::peer_message::Body::Forget(f)) })),
             Input::Attribute(mut a) => {
                 if a.node == 0 {
                     a.node = self.cfg.me;
@@ -618,6 +624,11 @@ impl Controller {
             Some(Body::Result(r)) => self.on_result(from, r),
             Some(Body::ShutdownRequest(r)) => self.on_shutdown_request(from, r),
             Some(Body::Attribute(a)) => self.on_attribute(a),
+            Some(Body::Forget(f)) => {
+                if f.node == self.cfg.me && !f.rsc.is_empty() {
+                    self.outbox.push_back(Action::ForgetHistory { rsc: f.rsc });
+                }
+            }
             Some(Body::Shutdown(x)) => {
                 if x.to == self.cfg.me && Some(from) == self.current_dc() && self.shutting_down {
                     tracing::info!("the DC has moved this node's resources off: exiting");

@@ -86,6 +86,7 @@ fn new_dc_uuid() -> String {
 struct Api {
     status: mpsc::Sender<oneshot::Sender<pb::StatusReply>>,
     attributes: mpsc::Sender<pb::AttributeUpdate>,
+    forgets: mpsc::Sender<pb::ForgetRecords>,
 }
 
 #[tonic::async_trait]
@@ -104,6 +105,16 @@ impl ControllerApi for Api {
             return Err(Status::invalid_argument("an attribute needs a name (at most 256 bytes) and a value of at most 4096 bytes"));
         }
         self.attributes.send(a).await.map_err(|_| Status::unavailable("the controller is stopping"))?;
+        Ok(Response::new(pb::AttributeReply {}))
+    }
+
+    async fn forget(&self, req: Request<pb::ForgetRecords>) -> Result<Response<pb::AttributeReply>, Status> {
+        proto::require_root_or_self(&req, "halo-controld", "clean up resources")?;
+        let f = req.into_inner();
+        if f.node == 0 || f.rsc.len() > 100_000 || f.rsc.iter().any(|r| r.is_empty() || r.len() > 256) {
+            return Err(Status::invalid_argument("a forget names a node and resource ids (each at most 256 bytes)"));
+        }
+        self.forgets.send(f).await.map_err(|_| Status::unavailable("the controller is stopping"))?;
         Ok(Response::new(pb::AttributeReply {}))
     }
 }
@@ -231,12 +242,13 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
     }
     let (status_tx, mut status_rx) = mpsc::channel::<oneshot::Sender<pb::StatusReply>>(64);
     let (attr_tx, mut attr_rx) = mpsc::channel::<pb::AttributeUpdate>(1024);
+    let (forget_tx, mut forget_rx) = mpsc::channel::<pb::ForgetRecords>(64);
     // SIGTERM does not stop the API at once: it asks the core to move this node's resources
     // off first (Input::Shutdown); the core says when to exit (Action::Exit).
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let mut stop_signal = Box::pin(shutdown);
     let mut stop_tx = Some(stop_tx);
-    let server = tonic::transport::Server::builder().add_service(ControllerServer::new(Api { status: status_tx, attributes: attr_tx })).serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+    let server = tonic::transport::Server::builder().add_service(ControllerServer::new(Api { status: status_tx, attributes: attr_tx, forgets: forget_tx })).serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
         let _ = stop_rx.await;
     });
     let mut server = Box::pin(server);
@@ -304,6 +316,7 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
             Some(input) = rx.recv() => core.handle(now(), input),
             Some(reply) = status_rx.recv() => { let _ = reply.send(core.status()); }
             Some(a) = attr_rx.recv() => core.handle(now(), Input::Attribute(a)),
+            Some(f) = forget_rx.recv() => core.handle(now(), Input::Forget(f)),
             _ = sleep, if timeout.is_some() => core.handle_timeout(now()),
         }
         while let Some(a) = core.poll_action() {
@@ -325,6 +338,14 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
                         match ex.history(xpb::HistoryRequest {}).await {
                             Ok(h) => drop(tx.send(Input::History { xml: h.into_inner().xml }).await),
                             Err(e) => tracing::error!("cannot read the executor's history: {}", e.message()),
+                        }
+                    });
+                }
+                Action::ForgetHistory { rsc } => {
+                    let mut ex = execd.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = ex.forget(xpb::ForgetRequest { rsc }).await {
+                            tracing::error!("the executor could not forget resources' records: {}", e.message());
                         }
                     });
                 }

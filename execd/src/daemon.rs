@@ -154,6 +154,14 @@ impl ExecutorApi for Api {
         Ok(Response::new(Box::pin(s)))
     }
 
+    async fn forget(&self, req: Request<pb::ForgetRequest>) -> Result<Response<pb::ForgetReply>, Status> {
+        authorize(&req)?;
+        for rsc in &req.get_ref().rsc {
+            self.ex.forget(rsc);
+        }
+        Ok(Response::new(pb::ForgetReply {}))
+    }
+
     async fn history(&self, req: Request<pb::HistoryRequest>) -> Result<Response<pb::HistoryReply>, Status> {
         authorize(&req)?;
         let mut e = cib::xml::Element::new("lrm_resources");

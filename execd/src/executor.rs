@@ -109,6 +109,21 @@ impl Executor {
         let _ = self.worker(&rsc).send(Work::Recur { req });
     }
 
+    /// Forget a resource's records (cleanup, refresh): ops still running stay pending and
+    /// recurring ops keep running (their next change is recorded again).
+    pub fn forget(&self, rsc: &str) {
+        let mut h = self.shared.history.lock().unwrap();
+        match h.get_mut(rsc) {
+            Some(r) if !r.pending.is_empty() => {
+                r.last = None;
+                r.last_failure = None;
+                r.recurring.clear();
+            }
+            Some(_) => drop(h.remove(rsc)),
+            None => {}
+        }
+    }
+
     /// Cancel a recurring op; false if there was none.
     pub async fn cancel(&self, rsc: &str, action: &str, interval_ms: u64) -> bool {
         let (reply, rx) = oneshot::channel();

@@ -182,6 +182,11 @@ impl Executor {
         self.history.get(rsc)?.last.as_ref().map(|r| r.call_id)
     }
 
+    /// Forget a resource's records (cleanup): ops still queued or running show as pending.
+    pub fn forget(&mut self, rsc: &str) {
+        self.history.remove(rsc);
+    }
+
     /// A resource fails on its own (it stops running; its monitor will say 7).
     pub fn crash_resource(&mut self, rsc: &str) -> bool {
         self.running.remove(rsc)

@@ -601,6 +601,12 @@ impl Sim {
                 self.after(1, 5, Event::Deliver { node, inc: Some(inc), what: Delivery::Input(Input::History { xml }) });
             }
             Action::CancelRecurring { rsc, ops } => self.nodes.get_mut(&node).expect("node").exec.cancel(&rsc, &ops),
+            Action::ForgetHistory { rsc } => {
+                let exec = &mut self.nodes.get_mut(&node).expect("node").exec;
+                for r in &rsc {
+                    exec.forget(r);
+                }
+            }
             Action::Exec { op } => {
                 if op.action == "start" {
                     if let Some((other, call)) = self.check.start_requested(node, &op.rsc) {
