@@ -3,6 +3,7 @@
 mod agent_cmds;
 mod cib_cmds;
 mod cib_live;
+mod cluster_cmds;
 mod cluster_tools;
 mod cluster;
 mod sandbox;
@@ -61,6 +62,9 @@ enum Command {
     /// Resources: cleanup, refresh, fail counts (as pcs and crm_resource do them).
     #[command(subcommand)]
     Resource(resource_cmds::ResourceCmd),
+    /// This node in the cluster: a clean stop (as pcs cluster stop).
+    #[command(subcommand)]
+    Cluster(cluster_cmds::ClusterCmd),
 }
 
 fn main() {
@@ -85,6 +89,7 @@ fn main() {
         Command::Stonith(cmd) => stonith_cmds::run(cmd, dir).map(|code| std::process::exit(code)),
         Command::Node(cmd) => node_cmds::run(cmd, dir).map(|code| std::process::exit(code)),
         Command::Resource(cmd) => resource_cmds::run(cmd, dir).map(|code| std::process::exit(code)),
+        Command::Cluster(cmd) => cluster_cmds::run(cmd, dir).map(|code| std::process::exit(code)),
     };
     if let Err(e) = result {
         eprintln!("halo: {e:#}");

@@ -200,10 +200,13 @@ fn a_dummy_resource_is_kept_running_through_failures_and_never_runs_twice() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(active_on(&sb, "d1"), vec![moved.clone()]);
 
-    // A clean stop of the node running d1: d1 is moved off first, the node is not fenced.
+    // A clean stop (`halo cluster stop`) of the node running d1: d1 is moved off first, the
+    // node is not fenced.
     let fenced_before = sb.halo("node1", &["stonith", "history"]).out.lines().count();
     let stop_at = Instant::now();
-    sb.stop(&moved);
+    let r = sb.halo(&moved, &["cluster", "stop"]);
+    assert_eq!(r.code, 0, "halo cluster stop: {}", r.err);
+    assert!(!halod_alive(&sb, &moved), "halo cluster stop returned before the node stopped");
     eprintln!("clean stop of the node running d1: {:?}", stop_at.elapsed());
     let now_on = wait_for(Duration::from_secs(10), "d1 moved off the stopped node", || active_on(&sb, "d1").pop());
     assert_ne!(now_on, moved);
