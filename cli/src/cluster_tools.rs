@@ -41,6 +41,47 @@ pub fn dispatch() -> Option<i32> {
     })
 }
 
+/// `halo attribute`: node attributes as crm_attribute handles them (the same code), with
+/// pcs-like words: `set NAME VALUE`, `query NAME`, `delete NAME`; `--node` (default this
+/// node), `--lifetime reboot` (transient, the default: through the DC into the status) or
+/// `forever` (permanent, in the node's configuration).
+#[derive(clap::Subcommand)]
+pub enum AttributeCmd {
+    /// Set a node attribute.
+    Set { name: String, value: String, #[command(flatten)] at: AttributeAt },
+    /// Print a node attribute's value.
+    Query { name: String, #[command(flatten)] at: AttributeAt },
+    /// Delete a node attribute.
+    Delete { name: String, #[command(flatten)] at: AttributeAt },
+}
+
+#[derive(clap::Args)]
+pub struct AttributeAt {
+    /// The node (default: this one).
+    #[arg(long)]
+    node: Option<String>,
+    /// reboot (transient, the default) or forever (permanent).
+    #[arg(long, default_value = "reboot", value_parser = ["reboot", "forever"])]
+    lifetime: String,
+}
+
+pub fn attribute_cmd(cmd: AttributeCmd, dir: Option<&std::path::Path>) -> Result<i32> {
+    let (mut args, at) = match cmd {
+        AttributeCmd::Set { name, value, at } => (vec!["-n".to_string(), name, "-v".into(), value], at),
+        AttributeCmd::Query { name, at } => (vec!["-n".to_string(), name, "-G".into(), "-q".into()], at),
+        AttributeCmd::Delete { name, at } => (vec!["-n".to_string(), name, "-D".into()], at),
+    };
+    args.extend(["-l".to_string(), at.lifetime]);
+    if let Some(n) = at.node {
+        args.extend(["-N".to_string(), n]);
+    }
+    // The tools find the node's config as agents give it to them.
+    // SAFETY: set before any thread of this process starts (the runtime is built below).
+    unsafe { std::env::set_var("HALO_CONFIG", crate::local::config_path(dir)) };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(run("crm_attribute", &args))
+}
+
 fn node_dir() -> Option<PathBuf> {
     // local::socket wants the directory holding corosync.conf.
     let cfg = std::env::var_os("HALO_CONFIG").map(PathBuf::from)?;

@@ -62,6 +62,9 @@ enum Command {
     /// Resources: cleanup, refresh, fail counts (as pcs and crm_resource do them).
     #[command(subcommand)]
     Resource(resource_cmds::ResourceCmd),
+    /// Node attributes: set, query, delete (transient or permanent), as crm_attribute.
+    #[command(subcommand)]
+    Attribute(cluster_tools::AttributeCmd),
     /// This node in the cluster: a clean stop (as pcs cluster stop).
     #[command(subcommand)]
     Cluster(cluster_cmds::ClusterCmd),
@@ -89,6 +92,7 @@ fn main() {
         Command::Stonith(cmd) => stonith_cmds::run(cmd, dir).map(|code| std::process::exit(code)),
         Command::Node(cmd) => node_cmds::run(cmd, dir).map(|code| std::process::exit(code)),
         Command::Resource(cmd) => resource_cmds::run(cmd, dir).map(|code| std::process::exit(code)),
+        Command::Attribute(cmd) => cluster_tools::attribute_cmd(cmd, dir).map(|code| std::process::exit(code)),
         Command::Cluster(cmd) => cluster_cmds::run(cmd, dir).map(|code| std::process::exit(code)),
     };
     if let Err(e) = result {

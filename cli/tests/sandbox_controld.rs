@@ -269,6 +269,13 @@ fn a_promotable_clone_is_promoted_once_through_the_agents_own_scores_and_promoti
     assert_eq!(tool(&sb, "node1", "crm_attribute", &["-N", "node3", "-n", "nosuch", "-G", "-q"]).0, 105);
     assert_eq!(tool(&sb, "node3", "attrd_updater", &["-n", "probe-me", "-U", "yes"]).0, 0);
     wait_for(Duration::from_secs(10), "a transient attribute through the DC", || status_xml(&sb, "node1").contains(r#"name="probe-me" value="yes""#).then_some(()));
+    // The same through `halo attribute`, transient and permanent, on another node.
+    assert_eq!(sb.halo("node1", &["attribute", "set", "tier", "gold", "--node", "node2"]).code, 0);
+    wait_for(Duration::from_secs(10), "halo attribute set", || (sb.halo("node3", &["attribute", "query", "tier", "--node", "node2"]).out.trim() == "gold").then_some(()));
+    assert_eq!(sb.halo("node1", &["attribute", "delete", "tier", "--node", "node2"]).code, 0);
+    wait_for(Duration::from_secs(10), "halo attribute delete", || (sb.halo("node1", &["attribute", "query", "tier", "--node", "node2"]).code == 105).then_some(()));
+    assert_eq!(sb.halo("node2", &["attribute", "set", "zone", "b", "--lifetime", "forever"]).code, 0);
+    assert_eq!(sb.halo("node1", &["attribute", "query", "zone", "--node", "node2", "--lifetime", "forever"]).out.trim(), "b");
 
     let clone = r#"<clone id="st-clone"><meta_attributes id="st-clone-meta"><nvpair id="st-p" name="promotable" value="true"/></meta_attributes><primitive id="st" class="ocf" provider="pacemaker" type="Stateful"><operations><op id="st-mon-p" name="monitor" interval="1s" role="Promoted" timeout="20s"/><op id="st-mon-u" name="monitor" interval="2s" role="Unpromoted" timeout="20s"/></operations></primitive></clone>"#;
     assert_eq!(sb.halo("node1", &["cib", "create", "-o", "resources", "--xml", clone]).code, 0);
