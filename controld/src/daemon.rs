@@ -46,6 +46,10 @@ const QUEUE: usize = 4096;
 const WRITE_RETRY_FOR: Duration = Duration::from_secs(30);
 /// Most queued status writes combined into one.
 const WRITE_BATCH: usize = 512;
+/// Peer messages are batched into group messages of about this size (the group's limit is
+/// 1 MiB); a single message larger than `MAX_PEER_MESSAGE` cannot travel.
+const BATCH_BYTES: usize = 256 * 1024;
+const MAX_PEER_MESSAGE: usize = 960 * 1024;
 
 pub struct Setup {
     pub me: u32,
@@ -228,15 +232,15 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
             }
         });
     }
-    // The sender: group messages, in order.
-    let (send_tx, mut send_rx) = mpsc::channel::<pb::PeerMessage>(QUEUE);
+    // The sender: group messages, in order, batched (a burst of Execute messages or results
+    // is one group message).
+    let (send_tx, send_rx) = mpsc::channel::<pb::PeerMessage>(QUEUE);
     {
-        let mut m = membership.clone();
+        let m = membership.clone();
         tokio::spawn(async move {
-            while let Some(msg) = send_rx.recv().await {
-                if let Err(e) = m.cpg_send(mpb::CpgSendRequest { group: GROUP.into(), data: msg.encode_to_vec(), pid }).await {
-                    tracing::error!("cannot send to {GROUP}: {}", e.message());
-                }
+            let dropped = |msg: &pb::PeerMessage| tracing::error!("a {}-byte message exceeds the group's limit; dropped", msg.encoded_len());
+            if let Err(e) = proto::send_batched(m, GROUP, pid, send_rx, |messages| pb::PeerMessages { messages }, MAX_PEER_MESSAGE, BATCH_BYTES, dropped).await {
+                tracing::error!("cannot send to {GROUP}: {e}");
             }
         });
     }
@@ -289,8 +293,12 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
                     }
                     Some(mpb::cpg_event::Event::Deliver(d)) => {
                         let from = d.from.map(|f| f.nodeid).unwrap_or(0);
-                        match pb::PeerMessage::decode(d.data.as_slice()) {
-                            Ok(msg) => core.handle(now(), Input::Peer { from, msg }),
+                        match pb::PeerMessages::decode(d.data.as_slice()) {
+                            Ok(batch) => {
+                                for msg in batch.messages {
+                                    core.handle(now(), Input::Peer { from, msg });
+                                }
+                            }
                             Err(e) => tracing::warn!("a malformed message from node {from} ignored: {e}"),
                         }
                     }

@@ -66,6 +66,50 @@ pub async fn cpg_join(
     }
 }
 
+/// The one sender of a daemon's group messages: what is queued in `rx` goes out in order,
+/// batched into group messages of about `batch_bytes` (`batch` wraps a list; the receiver
+/// decodes that list and takes its messages in order). A message whose encoding exceeds
+/// `max_one` cannot travel: `dropped` is told and it is skipped. Returns when the queue
+/// closes (Ok) or halo-membershipd refuses a send (Err, its reason).
+pub async fn send_batched<M: prost::Message, B: prost::Message>(
+    mut membership: membership::membership_client::MembershipClient<tonic::transport::Channel>,
+    group: &str,
+    pid: u32,
+    mut rx: tokio::sync::mpsc::Receiver<M>,
+    batch: impl Fn(Vec<M>) -> B,
+    max_one: usize,
+    batch_bytes: usize,
+    dropped: impl Fn(&M),
+) -> Result<(), String> {
+    let fits = |m: &M| {
+        let ok = m.encoded_len() <= max_one;
+        if !ok {
+            dropped(m);
+        }
+        ok
+    };
+    while let Some(first) = rx.recv().await {
+        if !fits(&first) {
+            continue;
+        }
+        let mut size = first.encoded_len();
+        let mut messages = vec![first];
+        while size < batch_bytes {
+            match rx.try_recv() {
+                Ok(m) if fits(&m) => {
+                    size += m.encoded_len();
+                    messages.push(m);
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        let data = batch(messages).encode_to_vec();
+        membership.cpg_send(membership::CpgSendRequest { group: group.into(), data, pid }).await.map_err(|e| e.message().to_string())?;
+    }
+    Ok(())
+}
+
 /// [`connect_unix`], retried until the socket answers or `within` has passed (a daemon
 /// waiting for another that halod started just before it).
 pub async fn connect_unix_within(path: std::path::PathBuf, within: std::time::Duration) -> Result<tonic::transport::Channel, String> {

@@ -129,36 +129,11 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
     Core::new(id, replica, machine, peer_tx, watch_tx, max_write).run(cmd_rx, event_rx, shutdown).await
 }
 
-/// Send peer messages as group messages, batching what is queued; stops (and so stops the
-/// core) when halo-membershipd refuses.
-async fn send_peers(mut membership: MembershipClient<Channel>, pid: u32, mut rx: mpsc::Receiver<PeerMessage>) {
-    let fits = |m: &PeerMessage| {
-        let ok = m.encoded_len() <= MAX_PEER_MESSAGE;
-        if !ok {
-            tracing::error!("a {}-byte message for node {} exceeds the group's limit; dropped", m.encoded_len(), m.to);
-        }
-        ok
-    };
-    while let Some(first) = rx.recv().await {
-        if !fits(&first) {
-            continue;
-        }
-        let mut size = first.encoded_len();
-        let mut messages = vec![first];
-        while size < BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(m) if fits(&m) => {
-                    size += m.encoded_len();
-                    messages.push(m);
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        let data = PeerBatch { messages }.encode_to_vec();
-        if let Err(e) = membership.cpg_send(mpb::CpgSendRequest { group: GROUP.into(), data, pid }).await {
-            tracing::error!("halo-membershipd refused a CIB group message: {}", e.message());
-            return;
-        }
+/// Send peer messages as group messages, batching what is queued ([`proto::send_batched`]);
+/// stops (and so stops the core) when halo-membershipd refuses.
+async fn send_peers(membership: MembershipClient<Channel>, pid: u32, rx: mpsc::Receiver<PeerMessage>) {
+    let dropped = |m: &PeerMessage| tracing::error!("a {}-byte message for node {} exceeds the group's limit; dropped", m.encoded_len(), m.to);
+    if let Err(e) = proto::send_batched(membership, GROUP, pid, rx, |messages| PeerBatch { messages }, MAX_PEER_MESSAGE, BATCH_BYTES, dropped).await {
+        tracing::error!("halo-membershipd refused a CIB group message: {e}");
     }
 }
