@@ -241,7 +241,9 @@ impl CibMachine {
         match self.result_of(op, who) {
             Err(e) => (Err(e), None),
             Ok(next) => {
-                let changed = !ops::same(&self.doc.root, &next.root);
+                // A change always moves the version (ops::bump); only when it did not is the
+                // whole document compared.
+                let changed = Version::of(&self.doc.root) != Version::of(&next.root) || !ops::same(&self.doc.root, &next.root);
                 let patch = (changed && want_patch).then(|| cib::diff::diff(&self.doc, &next));
                 if changed {
                     self.doc = next;
