@@ -235,7 +235,7 @@ fn many() {
     // The work behind it: status writes committed (num_updates counts them since the
     // resources were added) and transitions the DC ran.
     let log = std::fs::read_to_string(sb.node_dir(&dc_node).join("log").join("halo.log")).unwrap_or_default();
-    let transitions = log.lines().filter(|l| l.contains("halo-controld") && l.contains(" transition ") && l.contains(" actions")).count();
+    let transitions = log.lines().filter(|l| l.contains("controld::core") && l.contains(" transition ") && l.contains(" actions")).count();
     println!("  status writes committed: {}; transitions: {transitions}", cib.attr("num_updates").unwrap_or("?"));
     if let Some(pid) = sb.pid_of(&dc_node, "controld") {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

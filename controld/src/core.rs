@@ -658,7 +658,8 @@ impl Controller {
             }
         }
         self.joined_to = Some(dc);
-        self.outbox.push_back(Action::Broadcast(pb::PeerMessage { body: Some(pb::peer_message::Body::Join(pb::Join { dc, history: xml })) }));
+        let join = if xml.len() > records::DEFLATE_ABOVE { pb::Join { dc, history: String::new(), history_deflated: records::deflate(xml.as_bytes()) } } else { pb::Join { dc, history: xml, history_deflated: Vec::new() } };
+        self.outbox.push_back(Action::Broadcast(pb::PeerMessage { body: Some(pb::peer_message::Body::Join(join)) }));
     }
 
     /// The executor's history with the one-shot ops this controller handed it and has no
@@ -718,7 +719,15 @@ impl Controller {
         }
         let id = from.to_string();
         let name = self.name(from);
-        let history = match records::replace_history(&id, &j.history) {
+        let xml = if j.history_deflated.is_empty() {
+            j.history
+        } else {
+            match records::inflate(&j.history_deflated).and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8".to_string())) {
+                Ok(x) => x,
+                Err(e) => return tracing::warn!("node {name}'s compressed history is refused: {e}"),
+            }
+        };
+        let history = match records::replace_history(&id, &xml) {
             Ok(w) => w,
             Err(e) => return tracing::warn!("node {name}'s history is refused: {e}"),
         };

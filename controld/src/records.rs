@@ -130,6 +130,28 @@ pub fn record_op(node_id: &str, uname: &str, rsc: &str, agent: &str, op_xml: &st
     Ok(modify(node_state(node_id, uname, &[], vec![lrm])))
 }
 
+/// A node's history larger than this travels deflated in its Join.
+pub const DEFLATE_ABOVE: usize = 64 * 1024;
+/// What a deflated history may expand to at most (a bomb is refused, not inflated).
+const MAX_INFLATED: u64 = 256 << 20;
+
+pub fn deflate(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).expect("writing to memory");
+    e.finish().expect("writing to memory")
+}
+
+pub fn inflate(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(bytes).take(MAX_INFLATED + 1).read_to_end(&mut out).map_err(|e| format!("corrupt compressed data: {e}"))?;
+    if out.len() as u64 > MAX_INFLATED {
+        return Err(format!("expands beyond {MAX_INFLATED} bytes"));
+    }
+    Ok(out)
+}
+
 /// The CIB as the DC of a partition without quorum plans from: `have-quorum="0"`, itself
 /// as `dc-uuid`, and the nodes outside the partition out of the membership (the copy only:
 /// nothing is written).
@@ -382,6 +404,18 @@ mod tests {
         let now = chrono::DateTime::from_timestamp(1_767_225_700, 0).unwrap().naive_utc();
         let keys: Vec<String> = scheduler::schedule(&cib::Cib::from_document(doc).unwrap(), now).graph().actions.iter().map(|a| a.key.clone()).collect();
         assert_eq!(keys, ["d_stop_0"], "stopped due to no quorum");
+    }
+
+    #[test]
+    fn large_histories_travel_deflated_and_bombs_are_refused() {
+        let op = r#"<lrm_rsc_op id="d_last_0" operation_key="d_start_0" operation="start" call-id="2" rc-code="0" op-status="0" interval="0"/>"#;
+        let xml = format!("<lrm_resources>{}</lrm_resources>", (0..3000).map(|i| format!(r#"<lrm_resource id="d{i}" class="ocf" provider="heartbeat" type="Dummy">{op}</lrm_resource>"#)).collect::<String>());
+        let z = deflate(xml.as_bytes());
+        assert!(xml.len() > DEFLATE_ABOVE && z.len() * 10 < xml.len(), "{} -> {}", xml.len(), z.len());
+        assert_eq!(inflate(&z).unwrap(), xml.as_bytes());
+        assert!(inflate(b"not deflate at all").is_err());
+        let bomb = deflate(&vec![b' '; (MAX_INFLATED + 10) as usize]);
+        assert!(inflate(&bomb).unwrap_err().contains("expands beyond"));
     }
 
     #[test]
