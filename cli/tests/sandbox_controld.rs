@@ -7,100 +7,10 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::resources::*;
 use support::*;
-
-const DUMMY: &str = "/usr/lib/ocf/resource.d/heartbeat/Dummy";
-const NODES: [&str; 3] = ["node1", "node2", "node3"];
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
-}
-
-fn halod_alive(sb: &Sandbox, node: &str) -> bool {
-    std::fs::read_to_string(sb.node_dir(node).join("halod.pid")).ok().and_then(|s| s.trim().parse().ok()).is_some_and(alive)
-}
-
-fn state_file(sb: &Sandbox, node: &str, rsc: &str) -> std::path::PathBuf {
-    sb.node_dir(node).join("run").join("rsctmp").join(format!("Dummy-{rsc}.state"))
-}
-
-/// The live nodes where the resource's state file exists.
-fn active_on(sb: &Sandbox, rsc: &str) -> Vec<String> {
-    NODES.iter().filter(|n| halod_alive(sb, n) && state_file(sb, n, rsc).exists()).map(|n| n.to_string()).collect()
-}
-
-fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(t0.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn status_xml(sb: &Sandbox, node: &str) -> String {
-    sb.halo(node, &["cib", "query", "--section", "status"]).out
-}
-
-/// Samples the state files until stopped; remembers every moment with two.
-struct Watcher {
-    stop: Arc<AtomicBool>,
-    twice: Arc<Mutex<Vec<Vec<String>>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Watcher {
-    fn start(sb: &Sandbox, rsc: &'static str) -> Watcher {
-        let stop = Arc::new(AtomicBool::new(false));
-        let twice = Arc::new(Mutex::new(Vec::new()));
-        let dir = sb.dir.clone();
-        let (s, t) = (stop.clone(), twice.clone());
-        let thread = std::thread::spawn(move || {
-            let view = SandboxView { dir };
-            while !s.load(Ordering::Relaxed) {
-                let on = view.active_on(rsc);
-                if on.len() > 1 {
-                    t.lock().unwrap().push(on);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        Watcher { stop, twice, thread: Some(thread) }
-    }
-
-    fn finish(mut self) -> Vec<Vec<String>> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-        self.twice.lock().unwrap().clone()
-    }
-}
-
-/// The watcher's read-only view of the sandbox (the Sandbox itself stays with the test).
-struct SandboxView {
-    dir: std::path::PathBuf,
-}
-
-impl SandboxView {
-    fn active_on(&self, rsc: &str) -> Vec<String> {
-        NODES
-            .iter()
-            .filter(|n| {
-                let d = self.dir.join(n);
-                let up = std::fs::read_to_string(d.join("halod.pid")).ok().and_then(|s| s.trim().parse().ok()).is_some_and(alive);
-                up && d.join("run").join("rsctmp").join(format!("Dummy-{rsc}.state")).exists()
-            })
-            .map(|n| n.to_string())
-            .collect()
-    }
-}
 
 #[test]
 fn a_dummy_resource_is_kept_running_through_failures_and_never_runs_twice() {
@@ -129,7 +39,7 @@ fn a_dummy_resource_is_kept_running_through_failures_and_never_runs_twice() {
     let dummy = r#"<primitive id="d1" class="ocf" provider="heartbeat" type="Dummy"><operations><op id="d1-mon" name="monitor" interval="1s" timeout="20s"/></operations></primitive>"#;
     let r = sb.halo("node2", &["cib", "create", "-o", "resources", "--xml", dummy]);
     assert_eq!(r.code, 0, "{}", r.err);
-    let watcher = Watcher::start(&sb, "d1");
+    let watcher = Watcher::start(&sb, &["d1"]);
     let first = wait_for(Duration::from_secs(20), "d1 started", || active_on(&sb, "d1").pop());
     // Its start and monitor are recorded with the DC's transition keys.
     wait_for(Duration::from_secs(10), "d1's monitor recorded", || status_xml(&sb, "node1").contains(r#"id="d1_monitor_1000""#).then_some(()));
@@ -319,7 +229,7 @@ fn a_node_without_quorum_stops_its_resources_and_they_return_with_quorum() {
     let dummy = r#"<primitive id="d1" class="ocf" provider="heartbeat" type="Dummy"><operations><op id="d1-mon" name="monitor" interval="1s" timeout="20s"/></operations></primitive>"#;
     let r = sb.halo("node1", &["cib", "create", "-o", "resources", "--xml", dummy]);
     assert_eq!(r.code, 0, "{}", r.err);
-    let watcher = Watcher::start(&sb, "d1");
+    let watcher = Watcher::start(&sb, &["d1"]);
     let on = wait_for(Duration::from_secs(20), "d1 started", || active_on(&sb, "d1").pop());
     let others: Vec<&str> = NODES.iter().copied().filter(|n| *n != on).collect();
     let lost_at = Instant::now();

@@ -11,14 +11,11 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use support::resources::*;
 use support::*;
 
-const DUMMY: &str = "/usr/lib/ocf/resource.d/heartbeat/Dummy";
-const NODES: [&str; 3] = ["node1", "node2", "node3"];
 
 fn skip() -> bool {
     if !have_loopback_aliases() {
@@ -30,75 +27,6 @@ fn skip() -> bool {
         return true;
     }
     false
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
-}
-
-fn halod_up(node_dir: &Path) -> bool {
-    std::fs::read_to_string(node_dir.join("halod.pid")).ok().and_then(|s| s.trim().parse().ok()).is_some_and(alive)
-}
-
-/// Where ocf:heartbeat:Dummy (and the test agent) keep their state.
-fn state_path(node_dir: &Path, rsc: &str) -> PathBuf {
-    node_dir.join("run").join("rsctmp").join(format!("Dummy-{rsc}.state"))
-}
-
-fn state_file(sb: &Sandbox, node: &str, rsc: &str) -> PathBuf {
-    state_path(&sb.node_dir(node), rsc)
-}
-
-/// The live nodes where the resource's state file exists.
-fn active_in(dir: &Path, rsc: &str) -> Vec<String> {
-    NODES
-        .iter()
-        .filter(|n| {
-            let d = dir.join(n);
-            halod_up(&d) && state_path(&d, rsc).exists()
-        })
-        .map(|n| n.to_string())
-        .collect()
-}
-
-fn active_on(sb: &Sandbox, rsc: &str) -> Vec<String> {
-    active_in(&sb.dir, rsc)
-}
-
-fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(t0.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// `f` holds for the whole `span` (checked every 100 ms), else panic with `what`.
-fn hold(span: Duration, what: &str, mut f: impl FnMut() -> Result<(), String>) {
-    let t0 = Instant::now();
-    while t0.elapsed() < span {
-        if let Err(e) = f() {
-            panic!("{what}: {e} (after {:?})", t0.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn status_xml(sb: &Sandbox, node: &str) -> String {
-    sb.halo(node, &["cib", "query", "--section", "status"]).out
-}
-
-fn status_json(sb: &Sandbox, node: &str) -> serde_json::Value {
-    let r = sb.halo(node, &["status", "--output", "json"]);
-    assert_eq!(r.code, 0, "halo status --output json on {node}: {}", r.err);
-    serde_json::from_str(&r.out).unwrap_or_else(|e| panic!("{e}: {}", r.out))
-}
-
-fn rsc_json(v: &serde_json::Value, id: &str) -> serde_json::Value {
-    v["resources"].as_array().and_then(|a| a.iter().find(|r| r["id"] == id).cloned()).unwrap_or_else(|| panic!("{id} not in {v}"))
 }
 
 fn cib_create(sb: &Sandbox, section: &str, xml: &str) {
@@ -170,78 +98,6 @@ fn transient_attrs(sb: &Sandbox, asked: &str, node: &str) -> BTreeMap<String, St
 
 /// Samples the state files until finished: every moment a resource was active on two live
 /// nodes, and (when `keep` is set) every moment its state file was missing on that node.
-struct Watcher {
-    stop: Arc<AtomicBool>,
-    twice: Arc<Mutex<Vec<(String, Vec<String>)>>>,
-    gaps: Arc<Mutex<Vec<String>>>,
-    keep: Arc<Mutex<Option<(String, String)>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Watcher {
-    fn start(sb: &Sandbox, rscs: &[&str]) -> Watcher {
-        let stop = Arc::new(AtomicBool::new(false));
-        let twice = Arc::new(Mutex::new(Vec::new()));
-        let gaps = Arc::new(Mutex::new(Vec::new()));
-        let keep: Arc<Mutex<Option<(String, String)>>> = Arc::new(Mutex::new(None));
-        let dir = sb.dir.clone();
-        let rscs: Vec<String> = rscs.iter().map(|s| s.to_string()).collect();
-        let (s, t, g, k) = (stop.clone(), twice.clone(), gaps.clone(), keep.clone());
-        let t0 = Instant::now();
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                for r in &rscs {
-                    let on = active_in(&dir, r);
-                    if on.len() > 1 {
-                        t.lock().unwrap().push((r.clone(), on));
-                    }
-                }
-                if let Some((node, rsc)) = k.lock().unwrap().clone() {
-                    if !state_path(&dir.join(&node), &rsc).exists() {
-                        g.lock().unwrap().push(format!("{rsc} missing on {node} at {:?}", t0.elapsed()));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        Watcher { stop, twice, gaps, keep, thread: Some(thread) }
-    }
-
-    /// From now on, the state file of `rsc` on `node` must never be missing.
-    fn keep(&self, node: &str, rsc: &str) {
-        *self.keep.lock().unwrap() = Some((node.to_string(), rsc.to_string()));
-    }
-
-    fn unkeep(&self) {
-        *self.keep.lock().unwrap() = None;
-    }
-
-    fn gaps(&self) -> Vec<String> {
-        self.gaps.lock().unwrap().clone()
-    }
-
-    fn twice(&self) -> Vec<(String, Vec<String>)> {
-        self.twice.lock().unwrap().clone()
-    }
-
-    fn finish(mut self) -> Vec<(String, Vec<String>)> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-        self.twice()
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// A test-local OCF agent, Dummy-like (state in `$HA_RSCTMP/Dummy-<rsc>.state`), that logs
 /// the begin and end of every action but monitor to `$HA_RSCTMP/ops.log` (nanoseconds),
 /// sleeps `delay` seconds in start and stop, and hangs in start (TERM ignored, its pid in

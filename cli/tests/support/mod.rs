@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod resources;
+
 use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::Command;
