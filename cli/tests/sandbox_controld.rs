@@ -53,10 +53,9 @@ fn a_dummy_resource_is_kept_running_through_failures_and_never_runs_twice() {
     assert_eq!(again, first, "restarted in place");
     let s = status_xml(&sb, "node1");
     assert!(s.contains(r#"id="d1_last_failure_0""#), "{s}");
-    // `halo status --output json`, the contract scripts rely on.
-    let r = sb.halo("node3", &["status", "--output", "json"]);
-    assert_eq!(r.code, 0, "{}", r.err);
-    let v: serde_json::Value = serde_json::from_str(&r.out).unwrap_or_else(|e| panic!("{e}: {}", r.out));
+    // `halo status --output json`, the contract scripts rely on (once the restart's result,
+    // which follows the agent's own state file, is recorded).
+    let v = status_json_when(&sb, "node3", "d1's restart recorded", |v| has_role(v, "d1", "Started"));
     assert!(v["dc"].is_string() && v["quorate"] == true, "{v}");
     assert_eq!(v["nodes"].as_array().unwrap().iter().filter(|n| n["state"] == "online").count(), 3, "{v}");
     let d1 = v["resources"].as_array().unwrap().iter().find(|r| r["id"] == "d1").cloned().unwrap_or_default();

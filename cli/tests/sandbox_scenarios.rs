@@ -236,7 +236,7 @@ fn migration_threshold_1_moves_a_failed_resource_away() {
     let o = ops(&sb, "node3");
     assert!(o.iter().any(|o| o.node == first && o.id == "d1_last_failure_0" && o.operation == "monitor" && o.rc == 7), "{o:?}");
     wait_for(Duration::from_secs(10), "d1 stopped on the first node", || last_op(&sb, "node1", &first, "d1", "stop"));
-    let v = status_json(&sb, "node2");
+    let v = status_json_when(&sb, "node2", "d1's start recorded", |v| has_role(v, "d1", "Started"));
     let d1 = rsc_json(&v, "d1");
     assert_eq!((d1["role"].as_str(), d1["failcount"].as_i64()), (Some("Started"), Some(1)), "{v}");
     assert_eq!(d1["nodes"], serde_json::json!([moved]), "{v}");
@@ -487,7 +487,7 @@ fn a_start_that_hangs_past_its_timeout_is_failed_and_recovered_elsewhere() {
     let o = ops(&sb, "node3");
     let fail = o.iter().find(|o| o.node == "node1" && o.id == "h_last_failure_0").unwrap_or_else(|| panic!("no h_last_failure_0 on node1: {o:?}"));
     assert_eq!((fail.operation.as_str(), fail.op_status), ("start", 2), "the failure is a timed out start: {fail:?}");
-    let v = status_json(&sb, "node3");
+    let v = status_json_when(&sb, "node3", "h's start recorded", |v| has_role(v, "h", "Started"));
     let h = rsc_json(&v, "h");
     assert_eq!((h["role"].as_str(), h["nodes"].clone()), (Some("Started"), serde_json::json!([moved])), "{v}");
     assert!(h["failcount"].as_i64().unwrap_or(0) >= 1_000_000, "failcount INFINITY: {v}");

@@ -142,6 +142,10 @@ pub enum Action {
     CancelRecurring { rsc: String, ops: Vec<(String, u64)> },
     /// The local executor forgets these resources' records.
     ForgetHistory { rsc: Vec<String> },
+    /// The writes queued so far are no longer wanted (this node stopped being DC, or lost
+    /// quorum): the writer drops them instead of offering them again, so a former DC's
+    /// late write cannot land over the current DC's.
+    AbandonWrites,
     Exec { op: xpb::OpRequest },
     Fence { transition: u64, action: usize, target: String, fence_action: String, timeout_ms: u64 },
     /// This controller's work is done (a clean stop): the driver exits.
@@ -476,6 +480,7 @@ impl Controller {
         if now_dc.is_some_and(|d| d != self.cfg.me) && self.dc.is_some() {
             tracing::info!("no longer the DC");
             self.dc = None;
+            self.outbox.push_back(Action::AbandonWrites);
         }
         if now_dc == Some(self.cfg.me) && self.dc.is_none() {
             tracing::info!("this node is the DC now (formation: {})", !self.seen_other_dc);
@@ -513,6 +518,7 @@ impl Controller {
             } else {
                 let waiting: Vec<AfterWrite> = std::mem::take(&mut d.writes).into_values().collect();
                 self.unwritten.extend(waiting);
+                self.outbox.push_back(Action::AbandonWrites);
             }
         }
         if quorate && self.dc.is_some() {

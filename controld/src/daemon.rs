@@ -192,12 +192,17 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
     tracing::info!("node {} ({}) joined {GROUP}", setup.name, setup.me);
 
     let (tx, mut rx) = mpsc::channel::<Input>(QUEUE);
-    // The writer: CIB writes one at a time, in order.
-    let (write_tx, mut write_rx) = mpsc::channel::<(u64, proto::cib::WriteRequest)>(QUEUE);
+    // The writer: CIB writes one at a time, in order. Each carries the era it was queued in;
+    // `Action::AbandonWrites` starts a new era, and the writes of an older one are dropped,
+    // not written (nor offered again).
+    let era = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (write_tx, mut write_rx) = mpsc::channel::<(u64, proto::cib::WriteRequest, u64)>(QUEUE);
     {
         let tx = tx.clone();
         let mut cib = writer_cib;
+        let era = era.clone();
         tokio::spawn(async move {
+            let current = |e: u64| e == era.load(std::sync::atomic::Ordering::SeqCst);
             while let Some(first) = write_rx.recv().await {
                 // What else is queued goes with it: consecutive status modifies become one
                 // write (records::combine), so a burst of results costs one raft entry.
@@ -208,6 +213,14 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
                         Err(_) => break,
                     }
                 }
+                let (queued, abandoned): (Vec<_>, Vec<_>) = queued.into_iter().partition(|(_, _, e)| current(*e));
+                for (tag, _, _) in abandoned {
+                    if tx.send(Input::WriteDone { tag, result: Err("abandoned: this controller is no longer the DC it was".into()) }).await.is_err() {
+                        return;
+                    }
+                }
+                let Some(&(_, _, batch_era)) = queued.first() else { continue };
+                let queued: Vec<(u64, proto::cib::WriteRequest)> = queued.into_iter().map(|(t, w, _)| (t, w)).collect();
                 let tags: Vec<u64> = queued.iter().map(|(t, _)| *t).collect();
                 for (w, ix) in crate::records::combine(queued.into_iter().map(|(_, w)| w).collect()) {
                     // A write refused because raft had no leader changed nothing: send it
@@ -216,6 +229,9 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
                     // after WRITE_RETRY_FOR the refusal stands and the DC plans from what it has.
                     let t0 = Instant::now();
                     let result = loop {
+                        if !current(batch_era) {
+                            break Err("abandoned: this controller is no longer the DC it was".to_string());
+                        }
                         match cib.write(w.clone()).await {
                             Err(cibclient::Error::Unavailable(_)) if t0.elapsed() < WRITE_RETRY_FOR => {
                                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -335,7 +351,7 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
                     }
                 }
                 Action::CibWrite { tag, write } => {
-                    if write_tx.try_send((tag, write)).is_err() {
+                    if write_tx.try_send((tag, write, era.load(std::sync::atomic::Ordering::SeqCst))).is_err() {
                         return Err(anyhow!("the CIB writer is {QUEUE} writes behind; restarting"));
                     }
                 }
@@ -348,6 +364,9 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
                             Err(e) => tracing::error!("cannot read the executor's history: {}", e.message()),
                         }
                     });
+                }
+                Action::AbandonWrites => {
+                    era.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
                 Action::ForgetHistory { rsc } => {
                     let mut ex = execd.clone();
@@ -385,7 +404,7 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
                     let deadline = Instant::now() + Duration::from_secs(5);
                     while let Some(a) = core.poll_action() {
                         if let Action::CibWrite { tag, write } = a {
-                            let _ = write_tx.try_send((tag, write));
+                            let _ = write_tx.try_send((tag, write, era.load(std::sync::atomic::Ordering::SeqCst)));
                         }
                     }
                     while (core.writes_in_flight() > 0 || send_tx.capacity() < QUEUE) && Instant::now() < deadline {

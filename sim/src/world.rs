@@ -601,6 +601,12 @@ impl Sim {
                 self.after(1, 5, Event::Deliver { node, inc: Some(inc), what: Delivery::Input(Input::History { xml }) });
             }
             Action::CancelRecurring { rsc, ops } => self.nodes.get_mut(&node).expect("node").exec.cancel(&rsc, &ops),
+            Action::AbandonWrites => {
+                // The writer drops what is queued (what it handed to the CIB already, if
+                // anything, is committed: the simulated CIB commits at once when it can).
+                let c = self.nodes.get_mut(&node).and_then(|n| n.ctl.as_mut()).expect("controller");
+                c.writes.clear();
+            }
             Action::ForgetHistory { rsc } => {
                 let exec = &mut self.nodes.get_mut(&node).expect("node").exec;
                 for r in &rsc {

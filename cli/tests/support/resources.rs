@@ -81,6 +81,18 @@ pub fn status_json(sb: &Sandbox, node: &str) -> serde_json::Value {
     serde_json::from_str(&r.out).unwrap_or_else(|e| panic!("{e}: {}", r.out))
 }
 
+/// `halo status --output json` once `ok` holds for it (a result follows the agent's own
+/// effect, such as its state file, by a moment: until it is recorded a start shows as
+/// Starting).
+pub fn status_json_when(sb: &Sandbox, node: &str, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    wait_for(Duration::from_secs(10), what, || Some(status_json(sb, node)).filter(|v| ok(v)))
+}
+
+/// Whether the JSON status shows `rsc` in `role`.
+pub fn has_role(v: &serde_json::Value, rsc: &str, role: &str) -> bool {
+    v["resources"].as_array().is_some_and(|a| a.iter().any(|r| r["id"] == rsc && r["role"] == role))
+}
+
 pub fn rsc_json(v: &serde_json::Value, id: &str) -> serde_json::Value {
     v["resources"].as_array().and_then(|a| a.iter().find(|r| r["id"] == id).cloned()).unwrap_or_else(|| panic!("{id} not in {v}"))
 }
