@@ -30,8 +30,9 @@
 //! carries its transition key; one of another DC or an older transition is recorded, never
 //! confirmed, and makes the DC plan again (§3.4).
 //!
-//! Deliberate deviations: see `seniority.rs` and `engine.rs`; shutdown requests, the
-//! attribute manager, cleanup and standby through the controller are not here yet.
+//! Deliberate deviations: see `seniority.rs` and `engine.rs`; pending records only for ops
+//! that may make a resource active (`dispatch`); a DC without quorum records nothing
+//! (`on_quorum_change`); the attribute manager is the DC itself (no dampening yet).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
