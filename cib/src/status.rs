@@ -32,6 +32,25 @@ impl LrmOp {
     }
 }
 
+/// An empty `<lrm_resource id class [provider] type>` for an agent spec `class:provider:type`
+/// or `class:type` (as the executor and the controller name agents).
+pub fn lrm_resource_element(id: &str, agent: &str) -> Element {
+    let mut r = Element::new("lrm_resource");
+    r.set_attr("id", id);
+    let mut parts = agent.splitn(3, ':');
+    let (class, second, third) = (parts.next().unwrap_or(""), parts.next(), parts.next());
+    r.set_attr("class", class);
+    match (second, third) {
+        (Some(p), Some(t)) => {
+            r.set_attr("provider", p);
+            r.set_attr("type", t);
+        }
+        (Some(t), None) => r.set_attr("type", t),
+        _ => {}
+    }
+    r
+}
+
 /// A record of an op that has no result from its agent (call-id -1, so it sorts after
 /// every real one): **pending** (op-status -1, rc 193: the op is queued or running, or was
 /// sent, so the CIB says it may have run even if its result is lost), or **lost**

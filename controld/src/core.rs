@@ -552,17 +552,27 @@ impl Controller {
     /// What waited for writes that a DC without quorum does not make.
     fn finish_unwritten(&mut self) {
         while let Some(after) = self.unwritten.pop_front() {
-            match after {
-                AfterWrite::Confirm { transition, action, ok } => self.confirm(transition, action, ok),
-                AfterWrite::Send { transition, action, msg } => {
-                    let Some(d) = self.dc.as_mut() else { continue };
-                    let current = d.engine.as_ref().is_some_and(|e| e.id == transition && matches!(e.state(action), Some(crate::engine::ActionState::InFlight { .. })));
-                    if current && d.unsent.remove(&action) {
-                        self.outbox.push_back(Action::Broadcast(msg));
-                    }
+            self.after_write(after, true);
+        }
+    }
+
+    /// What waited for a write, once it is done (`ok`: taken, or not needed).
+    fn after_write(&mut self, after: AfterWrite, ok: bool) {
+        match after {
+            AfterWrite::Confirm { transition, action, ok: as_expected } => self.confirm(transition, action, as_expected),
+            AfterWrite::Send { transition, action, msg } => {
+                let Some(d) = self.dc.as_mut() else { return };
+                let current = d.engine.as_ref().is_some_and(|e| e.id == transition && matches!(e.state(action), Some(crate::engine::ActionState::InFlight { .. })));
+                if !current || !d.unsent.remove(&action) {
+                    return;
                 }
-                AfterWrite::Nothing | AfterWrite::MayBeRefused => {}
+                if ok {
+                    self.outbox.push_back(Action::Broadcast(msg));
+                } else {
+                    self.confirm(transition, action, false);
+                }
             }
+            AfterWrite::Nothing | AfterWrite::MayBeRefused => {}
         }
     }
 
@@ -693,22 +703,8 @@ impl Controller {
                     r.push(pending);
                 }
                 None => {
-                    let mut r = cib::xml::Element::new("lrm_resource");
-                    r.set_attr("id", rsc);
-                    let agent = self.agents.get(rsc).cloned().unwrap_or_default();
-                    let mut parts = agent.splitn(3, ':');
-                    match (parts.next(), parts.next(), parts.next()) {
-                        (Some(c), Some(p), Some(t)) => {
-                            r.set_attr("class", c);
-                            r.set_attr("provider", p);
-                            r.set_attr("type", t);
-                        }
-                        (Some(c), Some(t), None) => {
-                            r.set_attr("class", c);
-                            r.set_attr("type", t);
-                        }
-                        _ => continue,
-                    }
+                    let Some(agent) = self.agents.get(rsc).filter(|a| a.contains(':')) else { continue };
+                    let mut r = cib::status::lrm_resource_element(rsc, agent);
                     r.push(pending);
                     doc.root.push(r);
                 }
@@ -1062,22 +1058,7 @@ impl Controller {
                 d.dirty = true;
             }
         }
-        match after {
-            AfterWrite::Confirm { transition, action, ok } => self.confirm(transition, action, ok),
-            AfterWrite::Send { transition, action, msg } => {
-                let Some(d) = self.dc.as_mut() else { return };
-                let current = d.engine.as_ref().is_some_and(|e| e.id == transition && matches!(e.state(action), Some(crate::engine::ActionState::InFlight { .. })));
-                if !current || !d.unsent.remove(&action) {
-                    return;
-                }
-                if result_ok {
-                    self.outbox.push_back(Action::Broadcast(msg));
-                } else {
-                    self.confirm(transition, action, false);
-                }
-            }
-            _ => {}
-        }
+        self.after_write(after, result_ok);
     }
 
     fn on_fence_done(&mut self, transition: u64, action: usize, ok: bool, reason: &str) {

@@ -103,19 +103,7 @@ pub fn record_op(node_id: &str, uname: &str, rsc: &str, agent: &str, op_xml: &st
     if op.name != "lrm_rsc_op" || op.id().is_none() {
         return Err(format!("an op record is <{}> without an id", op.name));
     }
-    let mut r = Element::new("lrm_resource");
-    r.set_attr("id", rsc);
-    let mut parts = agent.splitn(3, ':');
-    let (class, second, third) = (parts.next().unwrap_or(""), parts.next(), parts.next());
-    r.set_attr("class", class);
-    match (second, third) {
-        (Some(p), Some(t)) => {
-            r.set_attr("provider", p);
-            r.set_attr("type", t);
-        }
-        (Some(t), None) => r.set_attr("type", t),
-        _ => {}
-    }
+    let mut r = cib::status::lrm_resource_element(rsc, agent);
     if failed {
         let mut f = op.clone();
         f.set_attr("id", &format!("{rsc}_last_failure_0"));

@@ -394,19 +394,7 @@ impl Executor {
         }
         let mut list = Element::new("lrm_resources");
         for (id, h) in &history {
-            let mut e = Element::new("lrm_resource");
-            e.set_attr("id", id);
-            let mut parts = h.agent.splitn(3, ':');
-            let (class, second, third) = (parts.next().unwrap_or(""), parts.next(), parts.next());
-            e.set_attr("class", class);
-            match (second, third) {
-                (Some(p), Some(t)) => {
-                    e.set_attr("provider", p);
-                    e.set_attr("type", t);
-                }
-                (Some(t), None) => e.set_attr("type", t),
-                _ => {}
-            }
+            let mut e = cib::status::lrm_resource_element(id, &h.agent);
             let waiting = pending.get(id).map(|req| cib::status::unfinished_op_record(id, &req.action, 0, req.meta.get("transition_key").map_or("", |k| k.as_str()), None, 0, "halo-execd"));
             let last = h.last.iter().filter(|_| pending.get(id).is_none());
             if let Some(p) = waiting {
