@@ -379,7 +379,7 @@ fn filter_element(e: &Element, path: &mut Vec<usize>, parent: State, marks: &Mar
             Node::Element(c) => {
                 path.push(i);
                 if let Some(k) = filter_element(c, path, st, marks, depth + 1) {
-                    kids.push(Node::Element(k));
+                    kids.push(Node::from(k));
                 }
                 path.pop();
             }
@@ -392,7 +392,7 @@ fn filter_element(e: &Element, path: &mut Vec<usize>, parent: State, marks: &Mar
         return None;
     }
     let attrs = if st.read { e.attrs.clone() } else { e.attrs.iter().filter(|(k, _)| k == "id").cloned().collect() };
-    Some(Element { name: e.name.clone(), attrs, children: indent(kids, depth), line: e.line })
+    Some(Element { name: e.name.clone(), attrs, children: indent(kids, depth).into(), line: e.line })
 }
 
 /// Children laid out one per line, two spaces deeper than their parent at `depth`.
@@ -496,7 +496,7 @@ fn element_children(e: &Element) -> Vec<(usize, &Element)> {
         .iter()
         .enumerate()
         .filter_map(|(i, n)| match n {
-            Node::Element(c) => Some((i, c)),
+            Node::Element(c) => Some((i, &**c)),
             _ => None,
         })
         .collect()

@@ -112,7 +112,7 @@ fn modify_change(o: &Element, n: &Element, path: &str) -> Option<Element> {
         list.push(a);
     }
     let mut result = Element::new("change-result");
-    result.push(Element { children: Vec::new(), line: 0, ..n.clone() });
+    result.push(Element { name: n.name.clone(), attrs: n.attrs.clone(), children: Default::default(), line: 0 });
     let mut c = change("modify", path);
     c.push(list);
     c.push(result);
@@ -140,22 +140,7 @@ fn diff_elem(o: &Element, n: &Element, path: &str) -> Result<Changes, ()> {
     ch.modifies.extend(modify_change(o, n, path));
     let oe: Vec<&Element> = o.elements().collect();
     let ne: Vec<&Element> = n.elements().collect();
-    // Pair each new child with the first unused old child of the same tag and id (by a map:
-    // a section of a large CIB has thousands of children).
-    let mut by_key: std::collections::HashMap<(&str, Option<&str>), std::collections::VecDeque<usize>> = std::collections::HashMap::new();
-    for (i, e) in oe.iter().enumerate() {
-        by_key.entry((e.name.as_str(), e.id())).or_default().push_back(i);
-    }
-    let mut used = vec![false; oe.len()];
-    let mut old_of: Vec<Option<usize>> = Vec::with_capacity(ne.len());
-    for c in &ne {
-        let hit = by_key.get_mut(&(c.name.as_str(), c.id())).and_then(|q| q.pop_front());
-        if let Some(i) = hit {
-            used[i] = true;
-        }
-        old_of.push(hit);
-    }
-    let (o_first, n_first) = (first_of_kind(&oe), first_of_kind(&ne));
+    let Pairing { old_of, used, o_first, n_first } = pair(&oe, &ne);
     let mut new_of = vec![None; oe.len()];
     old_of.iter().enumerate().for_each(|(j, i)| i.iter().for_each(|&i| new_of[i] = Some(j)));
     // New children to create whole at their position (unmatched, or matched but replaced).
@@ -277,27 +262,65 @@ fn not_in_common(a: &[Item], b: &[Item]) -> Vec<Item> {
     out
 }
 
-/// Whether the path step of `list[k]` resolves to it among its siblings `list`.
-/// For each element of `list`: whether a path step to it resolves to it, i.e. its id is
-/// usable in a path and no earlier sibling has the same tag and id (for an element without
-/// an id: the same tag).
-fn first_of_kind(list: &[&Element]) -> Vec<bool> {
-    let mut names = std::collections::HashSet::new();
-    let mut keys = std::collections::HashSet::new();
-    list.iter()
-        .map(|e| {
-            let first = match e.id() {
-                Some(id) if id.contains(['\'', '/', '[', ']']) => false,
-                Some(id) => !keys.contains(&(e.name.as_str(), id)),
-                None => !names.contains(e.name.as_str()),
-            };
-            names.insert(e.name.as_str());
-            if let Some(id) = e.id() {
-                keys.insert((e.name.as_str(), id));
-            }
-            first
-        })
-        .collect()
+/// How the children of a matched pair correspond: for each new child, the old child it
+/// continues (the first unused one of the same tag and id); and for each child of either
+/// list whether a path step to it resolves to it, i.e. its id is usable in a path and no
+/// earlier sibling has the same tag and id (for an element without an id: the same tag).
+struct Pairing {
+    old_of: Vec<Option<usize>>,
+    used: Vec<bool>,
+    o_first: Vec<bool>,
+    n_first: Vec<bool>,
+}
+
+/// The old children of one tag and id, in order, and what the new list has taken of them.
+#[derive(Default)]
+struct Kin {
+    old: Vec<usize>,
+    taken: usize,
+    seen_new: bool,
+}
+
+/// [`Pairing`] in one map lookup per child (a section of a large CIB has thousands).
+fn pair(oe: &[&Element], ne: &[&Element]) -> Pairing {
+    fn usable(id: Option<&str>) -> bool {
+        id.is_none_or(|id| !id.contains(['\'', '/', '[', ']']))
+    }
+    /// Whether `name` is new to `seen` (most siblings share a tag: the last one is checked first).
+    fn first_name<'a>(seen: &mut std::collections::HashSet<&'a str>, last: &mut Option<&'a str>, name: &'a str) -> bool {
+        if *last == Some(name) {
+            return false;
+        }
+        *last = Some(name);
+        seen.insert(name)
+    }
+    let mut kin: std::collections::HashMap<(&str, Option<&str>), Kin> = std::collections::HashMap::with_capacity(oe.len());
+    let (mut names, mut last) = (std::collections::HashSet::new(), None);
+    let mut o_first = Vec::with_capacity(oe.len());
+    for (i, e) in oe.iter().enumerate() {
+        let (name, id) = (e.name.as_str(), e.id());
+        let new_name = first_name(&mut names, &mut last, name);
+        let k = kin.entry((name, id)).or_default();
+        o_first.push(usable(id) && if id.is_some() { k.old.is_empty() } else { new_name });
+        k.old.push(i);
+    }
+    let (mut names, mut last) = (std::collections::HashSet::new(), None);
+    let mut used = vec![false; oe.len()];
+    let (mut old_of, mut n_first) = (Vec::with_capacity(ne.len()), Vec::with_capacity(ne.len()));
+    for c in ne {
+        let (name, id) = (c.name.as_str(), c.id());
+        let new_name = first_name(&mut names, &mut last, name);
+        let k = kin.entry((name, id)).or_default();
+        n_first.push(usable(id) && if id.is_some() { !k.seen_new } else { new_name });
+        k.seen_new = true;
+        let hit = k.old.get(k.taken).copied();
+        if let Some(i) = hit {
+            k.taken += 1;
+            used[i] = true;
+        }
+        old_of.push(hit);
+    }
+    Pairing { old_of, used, o_first, n_first }
 }
 
 // ---------------------------------------------------------------------------
@@ -422,11 +445,6 @@ fn marked(e: &Element, marker: &str) -> Option<Vec<usize>> {
     })
 }
 
-fn unmark(e: &mut Element) {
-    e.attrs.retain(|(k, _)| !k.starts_with(MARK));
-    e.elements_mut().for_each(unmark);
-}
-
 /// Apply a v2 patchset to `doc`. The patch's `<source>` version must equal the
 /// document's: an older document needs a full refresh, a newer one means the
 /// patch is stale (both `PatchVersionMismatch`). A patch without `<version>`
@@ -515,7 +533,7 @@ pub fn apply_patch_in_place(out: &mut Document, patch: &Element) -> Result<(), C
                     let (last, parent) = p.split_last().ok_or_else(|| CibError::BadPatch("a patch cannot move the root".into()))?;
                     let parent = node_mut(&mut out.root, parent);
                     let (mut node, lead) = remove_at(parent, *last);
-                    if let Node::Element(e) = &mut node {
+                    if let Some(e) = node.element_mut() {
                         e.set_attr(&marker, "");
                     }
                     insert_node(parent, usize::MAX, node, lead, &unit);
@@ -544,8 +562,12 @@ pub fn apply_patch_in_place(out: &mut Document, patch: &Element) -> Result<(), C
             insert_node(parent, *pos, node, lead, &unit);
         }
     }
-    if !placed.is_empty() {
-        unmark(&mut out.root);
+    // Only the marked elements are visited again: walking the whole document would also
+    // unshare every level of it (xml::Children).
+    for (_, marker, _, hint) in &placed {
+        if let Some(p) = marked_near(&out.root, marker, hint) {
+            node_mut(&mut out.root, &p).remove_attr(marker);
+        }
     }
     if let Some(t) = target.filter(|t| *t != Version::of(&out.root)) {
         t.write_to(&mut out.root);

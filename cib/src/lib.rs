@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 pub use error::CibError;
 pub use model::*;
 pub use status::*;
-pub use xml::{Document, Element, Node};
+pub use xml::{Children, Document, Element, Node};
 
 /// The Pacemaker feature set halo speaks (`crm_feature_set` of the CIB and of records).
 pub const FEATURE_SET: &str = "3.16.1";

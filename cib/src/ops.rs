@@ -217,6 +217,10 @@ pub fn same(a: &Element, b: &Element) -> bool {
     if a.name != b.name || a.attrs.len() != b.attrs.len() || a.attrs.iter().any(|(k, v)| b.attr(k) != Some(v.as_str())) {
         return false;
     }
+    // A subtree still shared with the document it was copied from is unchanged.
+    if a.children.shared_with(&b.children) {
+        return true;
+    }
     fn kids(e: &Element) -> impl Iterator<Item = &Node> {
         e.children.iter().filter(|n| !is_blank(n))
     }
@@ -279,10 +283,7 @@ fn at<'a>(mut e: &'a Element, path: &[usize]) -> &'a Element {
 
 pub(crate) fn at_mut<'a>(mut e: &'a mut Element, path: &[usize]) -> &'a mut Element {
     for &i in path {
-        e = match &mut e.children[i] {
-            Node::Element(c) => c,
-            _ => unreachable!("paths only hold element indices"),
-        };
+        e = e.children[i].element_mut().expect("paths only hold element indices");
     }
     e
 }
@@ -570,7 +571,7 @@ fn merge(target: &mut Element, update: &Element, unit: &str) {
             None => {
                 let mut c = uc.clone();
                 expand_new(&mut c);
-                insert_node(target, usize::MAX, Node::Element(c), None, unit);
+                insert_node(target, usize::MAX, Node::from(c), None, unit);
             }
         }
     }
@@ -637,7 +638,7 @@ pub fn create(doc: &Document, section: &str, mut fragment: Element) -> Result<Do
                 section: sec.name.clone(),
             });
         }
-        insert_node(sec, usize::MAX, Node::Element(obj), None, &unit);
+        insert_node(sec, usize::MAX, Node::from(obj), None, &unit);
     }
     Ok(out)
 }

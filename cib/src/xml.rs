@@ -9,7 +9,9 @@ use crate::error::CibError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
-    Element(Element),
+    /// Shared like [`Children`]: copying a list of siblings copies pointers; `&mut` use
+    /// goes through `Arc::make_mut` ([`Node::element_mut`]).
+    Element(std::sync::Arc<Element>),
     Text(String),
     Comment(String),
     CData(String),
@@ -21,9 +23,88 @@ pub enum Node {
 pub struct Element {
     pub name: String,
     pub attrs: Vec<(String, String)>,
-    pub children: Vec<Node>,
+    pub children: Children,
     /// 1-based line of the start tag in the source (0 for built elements).
     pub line: u32,
+}
+
+/// An element's child nodes, shared between copies of a document until one of them
+/// changes (copy on write): cloning a large CIB to apply one write copies only the path
+/// the write touches, and a subtree still shared with the old document is the same
+/// without being compared (`Children::shared_with`). Reads go through `Deref` to the
+/// list; any `&mut` use unshares this one level.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Children(std::sync::Arc<Vec<Node>>);
+
+impl Children {
+    pub fn new() -> Children {
+        Children::default()
+    }
+
+    /// Whether both lists are one shared list (then they are equal, not compared).
+    pub fn shared_with(&self, other: &Children) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The list itself, copied only when it is still shared.
+    pub fn into_vec(self) -> Vec<Node> {
+        std::sync::Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone())
+    }
+}
+
+impl std::fmt::Debug for Children {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::ops::Deref for Children {
+    type Target = Vec<Node>;
+    fn deref(&self) -> &Vec<Node> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Children {
+    fn deref_mut(&mut self) -> &mut Vec<Node> {
+        std::sync::Arc::make_mut(&mut self.0)
+    }
+}
+
+impl From<Vec<Node>> for Children {
+    fn from(v: Vec<Node>) -> Children {
+        Children(std::sync::Arc::new(v))
+    }
+}
+
+impl FromIterator<Node> for Children {
+    fn from_iter<I: IntoIterator<Item = Node>>(iter: I) -> Children {
+        Children::from(iter.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl<'a> IntoIterator for &'a Children {
+    type Item = &'a Node;
+    type IntoIter = std::slice::Iter<'a, Node>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a mut Children {
+    type Item = &'a mut Node;
+    type IntoIter = std::slice::IterMut<'a, Node>;
+    fn into_iter(self) -> Self::IntoIter {
+        std::sync::Arc::make_mut(&mut self.0).iter_mut()
+    }
+}
+
+impl IntoIterator for Children {
+    type Item = Node;
+    type IntoIter = std::vec::IntoIter<Node>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.into_vec().into_iter()
+    }
 }
 
 /// Depth-first walk of an element's subtree (see [`Element::iter_descendants`]).
@@ -66,7 +147,7 @@ pub struct Document {
 
 impl Element {
     pub fn new(name: &str) -> Element {
-        Element { name: name.to_string(), attrs: Vec::new(), children: Vec::new(), line: 0 }
+        Element { name: name.to_string(), attrs: Vec::new(), children: Children::new(), line: 0 }
     }
 
     pub fn attr(&self, key: &str) -> Option<&str> {
@@ -92,16 +173,13 @@ impl Element {
     /// Child elements, in document order.
     pub fn elements(&self) -> impl Iterator<Item = &Element> {
         self.children.iter().filter_map(|n| match n {
-            Node::Element(e) => Some(e),
+            Node::Element(e) => Some(&**e),
             _ => None,
         })
     }
 
     pub fn elements_mut(&mut self) -> impl Iterator<Item = &mut Element> {
-        self.children.iter_mut().filter_map(|n| match n {
-            Node::Element(e) => Some(e),
-            _ => None,
-        })
+        self.children.iter_mut().filter_map(Node::element_mut)
     }
 
     pub fn child(&self, name: &str) -> Option<&Element> {
@@ -117,7 +195,7 @@ impl Element {
     }
 
     pub fn push(&mut self, child: Element) {
-        self.children.push(Node::Element(child));
+        self.children.push(Node::from(child));
     }
 
     /// Every element of this subtree, depth first, this one included.
@@ -171,7 +249,28 @@ impl Element {
     }
 }
 
+impl From<Element> for Node {
+    fn from(e: Element) -> Node {
+        Node::Element(std::sync::Arc::new(e))
+    }
+}
+
 impl Node {
+    /// The element, unshared from other copies of the document first.
+    pub fn element_mut(&mut self) -> Option<&mut Element> {
+        match self {
+            Node::Element(e) => Some(std::sync::Arc::make_mut(e)),
+            _ => None,
+        }
+    }
+
+    pub fn as_element(&self) -> Option<&Element> {
+        match self {
+            Node::Element(e) => Some(e),
+            _ => None,
+        }
+    }
+
     fn write_to(&self, out: &mut String) {
         match self {
             Node::Element(e) => e.write_to(out),
@@ -248,7 +347,7 @@ impl LineCounter<'_> {
 
 fn start_element(line: u32, e: &BytesStart) -> Result<Element, CibError> {
     let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
-    let mut el = Element { name, attrs: Vec::new(), children: Vec::new(), line };
+    let mut el = Element { name, attrs: Vec::new(), children: Children::new(), line };
     for a in e.attributes() {
         let a = a.map_err(|err| CibError::Xml { line, message: err.to_string() })?;
         let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
@@ -309,13 +408,13 @@ pub fn parse(src: &str) -> Result<Document, CibError> {
                     }
                     root = Some(el);
                 } else {
-                    stack.last_mut().unwrap().children.push(Node::Element(el));
+                    stack.last_mut().unwrap().children.push(Node::from(el));
                 }
             }
             Event::End(_) => {
                 let el = stack.pop().ok_or_else(|| CibError::Xml { line: line_of(src, pos), message: "unexpected end tag".into() })?;
                 if let Some(parent) = stack.last_mut() {
-                    parent.children.push(Node::Element(el));
+                    parent.children.push(Node::from(el));
                 } else {
                     root = Some(el);
                 }

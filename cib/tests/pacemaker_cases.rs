@@ -42,7 +42,7 @@ fn strip_lines(mut e: cib::Element) -> cib::Element {
         .children
         .into_iter()
         .map(|n| match n {
-            cib::Node::Element(c) => cib::Node::Element(strip_lines(c)),
+            cib::Node::Element(c) => cib::Node::from(strip_lines(std::sync::Arc::unwrap_or_clone(c))),
             other => other,
         })
         .collect();

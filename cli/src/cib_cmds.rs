@@ -269,7 +269,7 @@ pub(crate) fn pretty_patch(e: &Element, depth: usize, out: &mut String) {
         out.push_str(&e.to_xml());
         return;
     }
-    let open = Element { children: Vec::new(), ..e.clone() }.to_xml();
+    let open = Element { children: Default::default(), ..e.clone() }.to_xml();
     out.push_str(open.strip_suffix("/>").unwrap_or(&open));
     out.push('>');
     for n in solid {
@@ -346,7 +346,7 @@ fn hint_for(e: &CibError, op: &Op, file: &str) -> String {
 }
 
 fn opening_tag(e: &Element) -> String {
-    let mut s = Element { children: Vec::new(), ..e.clone() }.to_xml();
+    let mut s = Element { children: Default::default(), ..e.clone() }.to_xml();
     if s.len() > 200 {
         s.truncate(s.char_indices().take_while(|(i, _)| *i < 200).last().map_or(0, |(i, c)| i + c.len_utf8()));
         s.push('…');

@@ -273,8 +273,8 @@ fn merge_into(into: &mut Element, frag: Element) {
         let cib::xml::Node::Element(c) = child else { continue };
         let same = into.elements_mut().find(|e| e.name == c.name && e.id() == c.id());
         match same {
-            Some(e) => merge_into(e, c),
-            None => into.push(c),
+            Some(e) => merge_into(e, std::sync::Arc::unwrap_or_clone(c)),
+            None => into.children.push(cib::xml::Node::Element(c)),
         }
     }
 }
