@@ -88,6 +88,9 @@ pub struct LrmResource {
     pub provider: Option<String>,
     pub agent: Option<String>,
     pub container: Option<String>,
+    /// `shutdown-lock`: when (epoch s) the resource was stopped by its node's clean
+    /// shutdown and locked to it (0 or absent: not locked).
+    pub shutdown_lock: Option<i64>,
     pub ops: Vec<LrmOp>,
 }
 
@@ -186,6 +189,7 @@ pub(crate) fn read_status(ix: &RefIndex, status: &Element) -> Result<Status, Cib
                         provider: r.attr("provider").map(str::to_string),
                         agent: r.attr("type").map(str::to_string),
                         container: r.attr("container").map(str::to_string),
+                        shutdown_lock: r.attr("shutdown-lock").and_then(|v| v.parse().ok()).filter(|&t: &i64| t != 0),
                         ops: r.children_named("lrm_rsc_op").map(read_op).collect::<Result<_, _>>()?,
                     });
                 }

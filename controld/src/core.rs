@@ -101,6 +101,9 @@ pub struct CibFacts {
     /// The `<cib>`'s `have-quorum` and `dc-uuid` (the DC's to keep true).
     pub have_quorum: Option<bool>,
     pub dc_uuid: Option<String>,
+    /// Per node id, its `lrm_resource`s that carry a `shutdown-lock` (XML), which its
+    /// next join keeps.
+    pub locked: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -177,6 +180,8 @@ enum AfterWrite {
 #[derive(Default)]
 struct DcState {
     joined: BTreeSet<u32>,
+    /// The shutdown-locked history per node id, as the last graph's CIB had it.
+    locked: BTreeMap<String, Vec<String>>,
     formation: bool,
     writes: BTreeMap<u64, AfterWrite>,
     last_index: u64,
@@ -406,7 +411,7 @@ impl Controller {
                     let why = format!("Controller on {name} did not return result in time");
                     tracing::warn!("{}: {why}", a.key);
                     let rec = cib::status::unfinished_op_record(&op.rsc, &op.task, op.interval_ms, &key, Some(&why), now.epoch_s, "halo-controld");
-                    if let Ok(w) = records::record_op(node_id, name, &op.rsc, &op.agent_spec(), &rec.to_xml(), true) {
+                    if let Ok(w) = records::record_op(node_id, name, &op.rsc, &op.agent_spec(), &rec.to_xml(), true, None) {
                         writes.push(w);
                     }
                     let attrs = records::failure_attrs(&op.rsc, &op.task, op.interval_ms, e.graph.start_failure_is_fatal, false, now.epoch_s);
@@ -730,7 +735,8 @@ impl Controller {
                 Err(e) => return tracing::warn!("node {name}'s compressed history is refused: {e}"),
             }
         };
-        let history = match records::replace_history(&id, &xml) {
+        let locked = self.dc.as_ref().and_then(|d| d.locked.get(&id)).cloned().unwrap_or_default();
+        let history = match records::replace_history(&id, &xml, &locked) {
             Ok(w) => w,
             Err(e) => return tracing::warn!("node {name}'s history is refused: {e}"),
         };
@@ -834,10 +840,6 @@ impl Controller {
         // A probe that finds a resource running or stopped reports state, not a failure.
         let failure = !as_expected && !(probe && r.op_status == OP_DONE && matches!(rc, 0 | OCF_NOT_RUNNING | OCF_RUNNING_PROMOTED));
         let agent = r.agent.clone();
-        let write = match records::record_op(&node, &name, &r.rsc, &agent, &r.lrm_rsc_op, failure) {
-            Ok(w) => w,
-            Err(e) => return tracing::warn!("a result from {name} is refused: {e}"),
-        };
         let (uuid_matches, current) = {
             let d = self.dc.as_ref().expect("checked above");
             let mine = parsed.is_some_and(|p| p.3 == self.cfg.dc_uuid);
@@ -846,6 +848,17 @@ impl Controller {
                 (mine && e.id == t && matches!(e.state(a), Some(crate::engine::ActionState::InFlight { .. }))).then_some((t, a))
             });
             (mine, current)
+        };
+        // The shutdown lock the graph's action carries is recorded with its success.
+        let lock = current
+            .filter(|_| as_expected)
+            .and_then(|(_, a)| match &self.dc.as_ref()?.engine.as_ref()?.action(a)?.kind {
+                ActionKind::Rsc(op) => op.shutdown_lock,
+                _ => None,
+            });
+        let write = match records::record_op(&node, &name, &r.rsc, &agent, &r.lrm_rsc_op, failure, lock) {
+            Ok(w) => w,
+            Err(e) => return tracing::warn!("a result from {name} is refused: {e}"),
         };
         let on_fail_ignore = current.and_then(|(_, a)| self.dc.as_ref()?.engine.as_ref()?.action(a).cloned()).is_some_and(|a| matches!(&a.kind, ActionKind::Rsc(op) if op.on_fail.as_deref() == Some("ignore")));
         match current {
@@ -887,6 +900,7 @@ impl Controller {
             return;
         };
         d.seen.extend(facts.seen.iter().copied());
+        d.locked = facts.locked.clone();
         // The CIB must say who the DC is and whether it has quorum (a former DC's late write
         // may have changed them): put it right, and plan from the corrected CIB.
         let (me, quorate) = (self.cfg.me, self.quorate);
@@ -978,7 +992,7 @@ impl Controller {
                     if may_activate && record_pending {
                         let (node_id, name) = (target.to_string(), self.name(target));
                         let rec = cib::status::unfinished_op_record(&op.rsc, &op.task, op.interval_ms, &key, None, self.now.epoch_s, "halo-controld");
-                        match records::record_op(&node_id, &name, &op.rsc, &op.agent_spec(), &rec.to_xml(), false) {
+                        match records::record_op(&node_id, &name, &op.rsc, &op.agent_spec(), &rec.to_xml(), false, None) {
                             Ok(w) => {
                                 self.dc.as_mut().expect("checked").unsent.insert(i);
                                 self.write(w, AfterWrite::Send { transition: t, action: i, msg });

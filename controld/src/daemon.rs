@@ -141,6 +141,19 @@ pub fn facts_of(cib: &cib::Cib) -> CibFacts {
             f.fail_attrs.insert(ns.id.clone(), names);
         }
     }
+    let states = cib.doc.root.child("status").into_iter().flat_map(|s| s.children_named("node_state"));
+    for ns in states {
+        let locked: Vec<String> = ns
+            .children_named("lrm")
+            .flat_map(|l| l.children_named("lrm_resources"))
+            .flat_map(|l| l.children_named("lrm_resource"))
+            .filter(|r| r.attr("shutdown-lock").is_some_and(|t| t != "0"))
+            .map(|r| r.to_xml())
+            .collect();
+        if let (Some(id), false) = (ns.id(), locked.is_empty()) {
+            f.locked.insert(id.to_string(), locked);
+        }
+    }
     f
 }
 

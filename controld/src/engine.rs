@@ -9,8 +9,8 @@
 //! Deliberate deviations: an abort stops all further firing (Pacemaker's abort priority is
 //! INFINITY in almost every case; priorities below it are not modelled); the per-node limit
 //! is `node-action-limit`, else the controller's default (32, see `core::Config`), with no
-//! shrinking under load (Pacemaker asks each node for its load); `migration-limit` is not
-//! applied yet.
+//! shrinking under load (Pacemaker asks each node for its load). `migration-limit` bounds
+//! the migrations (`migrate_to`, `migrate_from`) in flight on each node, as Pacemaker's.
 
 use scheduler::graph::{ActionKind, Graph, GraphAction};
 
@@ -45,6 +45,8 @@ pub struct Engine {
     /// Counts kept with the states (every state change goes through `set`).
     in_flight: usize,
     per_node: std::collections::BTreeMap<String, usize>,
+    /// Migrations in flight per node (for `migration-limit`).
+    migrating: std::collections::BTreeMap<String, usize>,
     /// Failed actions that were given up on (fencing past `stonith-max-attempts`): they
     /// do not call for a new graph.
     given_up: usize,
@@ -56,6 +58,11 @@ pub struct Engine {
     ready: std::collections::BTreeSet<usize>,
     /// The DC's timers of actions in flight: (deadline ms, action).
     deadlines: std::collections::BTreeSet<(u64, usize)>,
+}
+
+/// A live migration step, which `migration-limit` counts.
+fn is_migration(a: &GraphAction) -> bool {
+    matches!(&a.kind, ActionKind::Rsc(op) if op.task == "migrate_to" || op.task == "migrate_from")
 }
 
 impl Engine {
@@ -75,26 +82,29 @@ impl Engine {
             }
         }
         let ready = (0..n).filter(|&i| missing[i] == 0).collect();
-        Engine { id, graph, state, aborted: false, node_limit, in_flight: 0, per_node: Default::default(), given_up: 0, dependents, missing, ready, deadlines: Default::default() }
+        Engine { id, graph, state, aborted: false, node_limit, in_flight: 0, per_node: Default::default(), migrating: Default::default(), given_up: 0, dependents, missing, ready, deadlines: Default::default() }
     }
 
     fn in_flight_on(&self, node: &str) -> usize {
         self.per_node.get(node).copied().unwrap_or(0)
     }
 
+    fn migrations_on(&self, node: &str) -> usize {
+        self.migrating.get(node).copied().unwrap_or(0)
+    }
+
     fn set(&mut self, i: usize, new: ActionState) {
         let was = matches!(self.state[i], ActionState::InFlight { .. });
         let is = matches!(new, ActionState::InFlight { .. });
         if was != is {
-            let node = self.graph.actions[i].node.as_ref().map(|(n, _)| n.clone()).unwrap_or_default();
-            let c = self.per_node.entry(node).or_insert(0);
-            if is {
-                self.in_flight += 1;
-                *c += 1;
-            } else {
-                self.in_flight -= 1;
-                *c -= 1;
+            let a = &self.graph.actions[i];
+            let node = a.node.as_ref().map(|(n, _)| n.clone()).unwrap_or_default();
+            let counters = if is_migration(a) { [Some(&mut self.per_node), Some(&mut self.migrating)] } else { [Some(&mut self.per_node), None] };
+            for c in counters.into_iter().flatten() {
+                let c = c.entry(node.clone()).or_insert(0);
+                *c = if is { *c + 1 } else { *c - 1 };
             }
+            self.in_flight = if is { self.in_flight + 1 } else { self.in_flight - 1 };
         }
         if self.state[i] == ActionState::Waiting {
             self.ready.remove(&i);
@@ -170,6 +180,11 @@ impl Engine {
                 }
                 let per_node = matches!(a.kind, ActionKind::Rsc(_)) && self.node_limit > 0;
                 if per_node && a.node.as_ref().is_some_and(|(n, _)| self.in_flight_on(n) >= self.node_limit) {
+                    continue;
+                }
+                // migration-limit: -1 is no limit, 0 allows no migration at all (Pacemaker's).
+                let migrations = self.graph.migration_limit;
+                if migrations >= 0 && is_migration(a) && a.node.as_ref().is_some_and(|(n, _)| self.migrations_on(n) as i64 >= migrations) {
                     continue;
                 }
                 let deadline_ms = match &a.kind {
@@ -330,6 +345,28 @@ mod tests {
         let mut g = graph(acts);
         g.node_action_limit = 3;
         assert_eq!(Engine::new(1, g, 2).fire(0), vec![0, 1, 2, 4], "node-action-limit wins over the default");
+    }
+
+    #[test]
+    fn migration_limit_bounds_each_nodes_migrations_in_flight() {
+        let migrate = |id, node: &str, task: &str| {
+            let mut a = rsc(id, node, &[]);
+            if let ActionKind::Rsc(op) = &mut a.kind {
+                op.task = task.into();
+            }
+            a
+        };
+        let acts = vec![migrate(0, "n1", "migrate_to"), migrate(1, "n1", "migrate_to"), rsc(2, "n1", &[]), migrate(3, "n2", "migrate_from")];
+        let mut g = graph(acts.clone());
+        g.migration_limit = 1;
+        let mut e = Engine::new(1, g, 0);
+        assert_eq!(e.fire(0), vec![0, 2, 3], "one migration per node; other actions are not held");
+        e.confirm(0, true);
+        assert_eq!(e.fire(0), vec![1]);
+        let mut g = graph(acts.clone());
+        g.migration_limit = 0;
+        assert_eq!(Engine::new(1, g, 0).fire(0), vec![2], "0 allows no migration");
+        assert_eq!(Engine::new(1, graph(acts), 0).fire(0), vec![0, 1, 2, 3], "-1 (the default) is no limit");
     }
 
     #[test]

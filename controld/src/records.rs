@@ -79,10 +79,20 @@ pub fn cib_attrs(dc_node_id: &str, quorate: bool) -> pb::WriteRequest {
 /// Replace a node's whole history with `lrm_resources` (the executor's `<lrm_resources>`),
 /// as the join does: one write, so no reader sees the node without history. The node
 /// must have a state already (write [`node_fields`] first).
-pub fn replace_history(node_id: &str, lrm_resources: &str) -> Result<pb::WriteRequest, String> {
-    let resources = cib::xml::parse(lrm_resources).map_err(|e| format!("a node's history does not parse: {e}"))?.root;
+///
+/// `locked` are the node's `lrm_resource`s that carry a `shutdown-lock` in the CIB: they
+/// are kept unless the node reports that resource itself (the lock outlives the restart
+/// that emptied the node's executor).
+pub fn replace_history(node_id: &str, lrm_resources: &str, locked: &[String]) -> Result<pb::WriteRequest, String> {
+    let mut resources = cib::xml::parse(lrm_resources).map_err(|e| format!("a node's history does not parse: {e}"))?.root;
     if resources.name != "lrm_resources" {
         return Err(format!("a node's history is <{}>, not <lrm_resources>", resources.name));
+    }
+    for x in locked {
+        let Ok(kept) = cib::xml::parse(x) else { continue };
+        if kept.root.name == "lrm_resource" && !resources.children_named("lrm_resource").any(|r| r.id() == kept.root.id()) {
+            resources.push(kept.root);
+        }
     }
     let mut lrm = Element::new("lrm");
     lrm.set_attr("id", node_id);
@@ -98,12 +108,18 @@ pub fn node_fenced(node_id: &str) -> pb::WriteRequest {
 
 /// One op result into a node's history: its record (`lrm_rsc_op` as the executor made it,
 /// with the transition key), and for a failure a copy as `<rsc>_last_failure_0`.
-pub fn record_op(node_id: &str, uname: &str, rsc: &str, agent: &str, op_xml: &str, failed: bool) -> Result<pb::WriteRequest, String> {
+///
+/// `lock` is the `shutdown-lock` the resource's history takes with it (the graph's, for a
+/// stop of a clean shutdown or the start that clears it).
+pub fn record_op(node_id: &str, uname: &str, rsc: &str, agent: &str, op_xml: &str, failed: bool, lock: Option<i64>) -> Result<pb::WriteRequest, String> {
     let op = cib::xml::parse(op_xml).map_err(|e| format!("an op record does not parse: {e}"))?.root;
     if op.name != "lrm_rsc_op" || op.id().is_none() {
         return Err(format!("an op record is <{}> without an id", op.name));
     }
     let mut r = cib::status::lrm_resource_element(rsc, agent);
+    if let Some(t) = lock {
+        r.set_attr("shutdown-lock", &t.to_string());
+    }
     if failed {
         let mut f = op.clone();
         f.set_attr("id", &format!("{rsc}_last_failure_0"));
@@ -282,6 +298,7 @@ fn merge_into(into: &mut Element, frag: Element) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use scheduler::graph::ActionKind;
 
     fn apply(doc: &cib::xml::Document, w: &pb::WriteRequest) -> cib::xml::Document {
         let op = match w.op.as_ref().unwrap() {
@@ -301,12 +318,12 @@ mod tests {
             doc = apply(&doc, &node_fields(n, &format!("n{n}"), &[("in_ccm", "true"), ("crmd", "online"), ("join", "member"), ("expected", "member")]));
         }
         let hist = r#"<lrm_resources><lrm_resource id="d" class="ocf" provider="heartbeat" type="Dummy"><lrm_rsc_op id="d_last_0" operation_key="d_start_0" operation="start" call-id="2" rc-code="0" op-status="0" interval="0"/></lrm_resource></lrm_resources>"#;
-        doc = apply(&doc, &replace_history("2", hist).unwrap());
-        doc = apply(&doc, &replace_history("2", hist).unwrap());
-        doc = apply(&doc, &replace_history("1", "<lrm_resources/>").unwrap());
+        doc = apply(&doc, &replace_history("2", hist, &[]).unwrap());
+        doc = apply(&doc, &replace_history("2", hist, &[]).unwrap());
+        doc = apply(&doc, &replace_history("1", "<lrm_resources/>", &[]).unwrap());
         let key = transition_key(3, 7, 0, "abc");
         let op = format!(r#"<lrm_rsc_op id="d_monitor_10000" operation_key="d_monitor_10000" operation="monitor" call-id="3" rc-code="7" op-status="0" interval="10000" transition-key="{key}"/>"#);
-        doc = apply(&doc, &record_op("2", "n2", "d", "ocf:heartbeat:Dummy", &op, true).unwrap());
+        doc = apply(&doc, &record_op("2", "n2", "d", "ocf:heartbeat:Dummy", &op, true, None).unwrap());
         doc = apply(&doc, &transient_attrs("2", "n2", &failure_attrs("d", "monitor", 10_000, true, false, 1000)));
         doc = apply(&doc, &transient_attrs("2", "n2", &failure_attrs("d", "monitor", 10_000, true, false, 1001)));
         let c = cib::Cib::from_document(doc.clone()).unwrap();
@@ -319,7 +336,7 @@ mod tests {
         assert!(xml.contains(r#"name="fail-count-d#monitor_10000" value="2""#), "{xml}");
         assert!(xml.contains(r#"name="last-failure-d#monitor_10000" value="1001""#), "{xml}");
         // Record ids repeat across nodes: a delete names its node.
-        doc = apply(&doc, &record_op("1", "n1", "d", "ocf:heartbeat:Dummy", &op, false).unwrap());
+        doc = apply(&doc, &record_op("1", "n1", "d", "ocf:heartbeat:Dummy", &op, false, None).unwrap());
         doc = apply(&doc, &delete_op("1", "d", "d_monitor_10000"));
         let c = cib::Cib::from_document(doc.clone()).unwrap();
         assert!(c.status.nodes.iter().find(|n| n.id == "2").unwrap().lrm[0].ops.iter().any(|o| o.id == "d_monitor_10000"));
@@ -346,14 +363,14 @@ mod tests {
         };
         let op = |id: &str, rc: i32| format!(r#"<lrm_rsc_op id="{id}" operation_key="d_start_0" operation="start" call-id="{rc}" rc-code="{rc}" op-status="0" interval="0"/>"#);
         let writes = vec![
-            record_op("1", "n1", "d", "ocf:heartbeat:Dummy", &op("d_last_0", 7), false).unwrap(),
-            record_op("2", "n2", "d", "ocf:heartbeat:Dummy", &op("d_last_0", 7), false).unwrap(),
+            record_op("1", "n1", "d", "ocf:heartbeat:Dummy", &op("d_last_0", 7), false, None).unwrap(),
+            record_op("2", "n2", "d", "ocf:heartbeat:Dummy", &op("d_last_0", 7), false, None).unwrap(),
             node_fields("2", "n2", &[("expected", "down")]),
-            record_op("1", "n1", "d", "ocf:heartbeat:Dummy", &op("d_last_0", 0), false).unwrap(),
+            record_op("1", "n1", "d", "ocf:heartbeat:Dummy", &op("d_last_0", 0), false, None).unwrap(),
             transient_attrs("1", "n1", &failure_attrs("d", "monitor", 1000, true, false, 5)),
             transient_attrs("1", "n1", &failure_attrs("d", "monitor", 1000, true, false, 6)),
             delete_op("2", "d", "d_last_0"),
-            record_op("2", "n2", "d", "ocf:heartbeat:Dummy", &op("d_monitor_1000", 0), true).unwrap(),
+            record_op("2", "n2", "d", "ocf:heartbeat:Dummy", &op("d_monitor_1000", 0), true, None).unwrap(),
         ];
         let mut one_by_one = base.clone();
         for w in &writes {
@@ -388,10 +405,48 @@ mod tests {
         assert!(xml.contains(r#"<node_state id="1" uname="n1" in_ccm="true" crmd="online""#), "{xml}");
         // With the default no-quorum-policy (stop), what runs in the minority stops.
         let hist = r#"<lrm_resources><lrm_resource id="d" class="ocf" provider="heartbeat" type="Dummy"><lrm_rsc_op id="d_last_0" operation_key="d_start_0" operation="start" call-id="2" rc-code="0" op-status="0" interval="0" transition-key="1:1:0:x"/></lrm_resource></lrm_resources>"#;
-        doc = apply(&doc, &replace_history("1", hist).unwrap());
+        doc = apply(&doc, &replace_history("1", hist, &[]).unwrap());
         let now = chrono::DateTime::from_timestamp(1_767_225_700, 0).unwrap().naive_utc();
         let keys: Vec<String> = scheduler::schedule(&cib::Cib::from_document(doc).unwrap(), now).graph().actions.iter().map(|a| a.key.clone()).collect();
         assert_eq!(keys, ["d_stop_0"], "stopped due to no quorum");
+    }
+
+    #[test]
+    fn a_shutdown_lock_is_recorded_kept_at_join_and_cleared_by_a_start() {
+        const LOCKING: &str = r#"<cib crm_feature_set="3.16.1" validate-with="pacemaker-3.9" epoch="1" num_updates="0" admin_epoch="0"><configuration><crm_config><cluster_property_set id="o"><nvpair id="o-sl" name="shutdown-lock" value="true"/><nvpair id="o-st" name="stonith-enabled" value="false"/></cluster_property_set></crm_config><nodes><node id="1" uname="n1"/><node id="2" uname="n2"/></nodes><resources><primitive id="d" class="ocf" provider="heartbeat" type="Dummy"/></resources><constraints/></configuration><status/></cib>"#;
+        let mut doc = cib::xml::parse(LOCKING).unwrap();
+        doc = apply(&doc, &cib_attrs("1", true));
+        for n in ["1", "2"] {
+            doc = apply(&doc, &node_fields(n, &format!("n{n}"), &[("in_ccm", "true"), ("crmd", "online"), ("join", "member"), ("expected", "member")]));
+        }
+        doc = apply(&doc, &replace_history("1", "<lrm_resources/>", &[]).unwrap());
+        let started = r#"<lrm_resources><lrm_resource id="d" class="ocf" provider="heartbeat" type="Dummy"><lrm_rsc_op id="d_last_0" operation_key="d_start_0" operation="start" call-id="2" rc-code="0" op-status="0" interval="0" transition-key="1:1:0:x"/></lrm_resource></lrm_resources>"#;
+        doc = apply(&doc, &replace_history("2", started, &[]).unwrap());
+        doc = apply(&doc, &transient_attrs("2", "n2", &[("shutdown".to_string(), "1767225600".to_string())]));
+        let now = chrono::DateTime::from_timestamp(1_767_225_700, 0).unwrap().naive_utc();
+        let g = scheduler::schedule(&cib::Cib::from_document(doc.clone()).unwrap(), now).graph();
+        let stop: Vec<(String, Option<i64>)> = g.actions.iter().filter_map(|a| match &a.kind { ActionKind::Rsc(op) => Some((a.key.clone(), op.shutdown_lock)), _ => None }).collect();
+        assert!(stop.contains(&("d_stop_0".to_string(), Some(1_767_225_600))), "{stop:?}");
+        assert!(stop.iter().all(|(k, _)| !k.starts_with("d_start")), "stopped on the leaving node, not started elsewhere: {stop:?}");
+        let stopped = r#"<lrm_rsc_op id="d_last_0" operation_key="d_stop_0" operation="stop" call-id="3" rc-code="0" op-status="0" interval="0" transition-key="2:2:0:x"/>"#;
+        doc = apply(&doc, &record_op("2", "n2", "d", "ocf:heartbeat:Dummy", stopped, false, Some(1_767_225_600)).unwrap());
+        doc = apply(&doc, &node_left_cleanly("2"));
+        let c = cib::Cib::from_document(doc.clone()).unwrap();
+        let g = scheduler::schedule(&c, now).graph();
+        assert!(g.actions.iter().all(|a| !a.key.starts_with("d_start")), "locked to n2 while it is away");
+        // n2 comes back with an empty executor: the join keeps the locked history, so d
+        // starts on n2 only, and that start clears the lock.
+        let locked = crate::daemon::facts_of(&c).locked.remove("2").unwrap();
+        doc = apply(&doc, &node_fields("2", "n2", &[("in_ccm", "true"), ("crmd", "online"), ("join", "member"), ("expected", "member")]));
+        doc = apply(&doc, &replace_history("2", "<lrm_resources/>", &locked).unwrap());
+        assert!(doc.to_xml().contains(r#"shutdown-lock="1767225600""#));
+        let g = scheduler::schedule(&cib::Cib::from_document(doc.clone()).unwrap(), now).graph();
+        let start = g.actions.iter().find(|a| a.key == "d_start_0").expect("d starts");
+        assert_eq!(start.node.as_ref().map(|n| n.0.as_str()), Some("n2"));
+        assert!(matches!(&start.kind, ActionKind::Rsc(op) if op.shutdown_lock == Some(0)));
+        // A node that reports the resource itself needs no kept copy.
+        let w = replace_history("2", started, &locked).unwrap();
+        assert!(!format!("{w:?}").contains("shutdown-lock"));
     }
 
     #[test]

@@ -168,6 +168,12 @@ fn primitive_state(cl: &Cluster, v: &StateView, id: RscId, anonymous: bool) -> S
     let blocked = r.history.values().any(|h| h.failed && h.on_fail == Some(crate::unpack::OnFail::Block));
     if nodes.is_empty() {
         state.push_str("Stopped");
+        // Shown once recorded: a lock taken by this transition's stop is not yet one.
+        if let Some((n, _)) = r.lock.filter(|_| r.running_on.is_empty()) {
+            state.push(' ');
+            state.push_str(&cl.nodes[n].name);
+            flags.push("LOCKED");
+        }
         if r.history.values().any(|h| h.not_installed) {
             flags.push("not installed");
         }

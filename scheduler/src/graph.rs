@@ -59,7 +59,10 @@ impl Transition<'_> {
         let act = &self.plan.actions[a];
         let key = esc(&self.plan.key(cl, a));
         let node = act.node.map(|n| &cl.nodes[n]);
-        let on = node.map(|n| format!(" on_node=\"{}\" on_node_uuid=\"{}\"", esc(&n.name), esc(&n.id))).unwrap_or_default();
+        let mut on = node.map(|n| format!(" on_node=\"{}\" on_node_uuid=\"{}\"", esc(&n.name), esc(&n.id))).unwrap_or_default();
+        if let Some(t) = self.shutdown_lock_of(act).filter(|&t| t != 0) {
+            on.push_str(&format!(" shutdown-lock=\"{t}\""));
+        }
         if act.task == "stonith" {
             let (action, _) = act.fence.clone().unwrap_or_default();
             return format!("<crm_event id=\"{id}\" operation=\"stonith\" operation_key=\"stonith-{}-{}\"{on}><attributes CRM_meta_stonith_action=\"{}\"/></crm_event>", esc(&node.map(|n| n.name.clone()).unwrap_or_default()), esc(&action), esc(&action));
@@ -100,7 +103,7 @@ impl Transition<'_> {
 /// The transition graph as the controller executes it: the same synapses as
 /// [`Transition::graph_xml`], typed. Synapse `i` holds action `i`; its inputs are the
 /// synapses that must be confirmed before it may fire.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Graph {
     pub actions: Vec<GraphAction>,
     /// `cluster-delay`: added to an action's timeout for the controller's own timer.
@@ -118,6 +121,22 @@ pub struct Graph {
     /// The earliest moment (epoch s) at which a failure expires (`failure-timeout`): the
     /// scheduler must run again then even if nothing else happens.
     pub recheck_by: Option<i64>,
+}
+
+impl Default for Graph {
+    /// An empty graph under Pacemaker's defaults (no migration limit).
+    fn default() -> Graph {
+        Graph {
+            actions: Vec::new(),
+            cluster_delay_ms: 0,
+            stonith_timeout_ms: 0,
+            batch_limit: 0,
+            migration_limit: -1,
+            node_action_limit: 0,
+            start_failure_is_fatal: false,
+            recheck_by: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +186,10 @@ pub struct RscOp {
     pub meta: BTreeMap<String, String>,
     /// The op's on-fail, when set.
     pub on_fail: Option<String>,
+    /// `shutdown-lock` to record on the resource's history once the op succeeds: the lock
+    /// time (epoch s) for the stop of a clean shutdown, 0 (lock cleared) for the start on
+    /// the node it was locked to.
+    pub shutdown_lock: Option<i64>,
 }
 
 impl RscOp {
@@ -306,6 +329,17 @@ impl Transition<'_> {
             params: rsc.params.clone(),
             meta,
             on_fail: op.and_then(|o| o.get("on-fail")).map(str::to_string),
+            shutdown_lock: self.shutdown_lock_of(act),
+        }
+    }
+
+    /// The lock an action carries on the lock node: a stop takes it, a start clears it.
+    fn shutdown_lock_of(&self, act: &crate::actions::Action) -> Option<i64> {
+        let (n, t) = act.rsc.and_then(|r| self.cluster.rscs[r].lock)?;
+        match act.task.as_str() {
+            "stop" if act.node == Some(n) => Some(t),
+            "start" if act.node == Some(n) => Some(0),
+            _ => None,
         }
     }
 
@@ -318,6 +352,8 @@ impl Transition<'_> {
             .iter()
             .filter(|r| r.failure_timeout_s > 0)
             .flat_map(|r| r.fail_counts.values().filter_map(move |&(count, last)| (count > 0).then_some(last?).map(|l| l + r.failure_timeout_s)))
+            // A shutdown lock expires one second after its limit (it holds up to the limit).
+            .chain(cl.rscs.iter().filter_map(|r| r.lock).filter(|_| cl.options.shutdown_lock_limit_s > 0).map(|(_, t)| t + cl.options.shutdown_lock_limit_s + 1))
             .filter(|&t| t > now)
             .min()
     }

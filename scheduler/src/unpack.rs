@@ -135,6 +135,8 @@ pub struct Rsc {
     pub blocked: bool,
     /// Bans from history (hard errors, failed stops): node -> reason.
     pub history_bans: BTreeMap<NodeId, &'static str>,
+    /// `shutdown-lock`: the node this resource is locked to and since when (epoch s).
+    pub lock: Option<(NodeId, i64)>,
     pub banned_everywhere: bool,
     /// Fail count and last failure time (epoch s) per node, from node attributes.
     pub fail_counts: BTreeMap<NodeId, (i64, Option<i64>)>,
@@ -187,6 +189,10 @@ pub struct Options {
     pub startup_fencing: bool,
     pub placement_strategy: String,
     pub start_failure_is_fatal: bool,
+    /// `shutdown-lock`: a cleanly stopped node keeps its resources until it returns.
+    pub shutdown_lock: bool,
+    /// `shutdown-lock-limit` in seconds (0: the lock never expires).
+    pub shutdown_lock_limit_s: i64,
     pub raw: BTreeMap<String, String>,
 }
 
@@ -293,6 +299,8 @@ impl<'a> Cluster<'a> {
             startup_fencing: opt_bool("startup-fencing", true),
             placement_strategy: raw.get("placement-strategy").cloned().unwrap_or_else(|| "default".into()),
             start_failure_is_fatal: opt_bool("start-failure-is-fatal", true),
+            shutdown_lock: opt_bool("shutdown-lock", false),
+            shutdown_lock_limit_s: raw.get("shutdown-lock-limit").and_then(|v| parse_duration_s(v)).unwrap_or(0),
             raw: raw.clone(),
         };
         let mut rsc_defaults = BTreeMap::new();
@@ -507,6 +515,7 @@ impl<'a> Cluster<'a> {
             failed: false,
             blocked: false,
             history_bans: BTreeMap::new(),
+            lock: None,
             banned_everywhere: false,
             fail_counts: BTreeMap::new(),
             allowed: BTreeMap::new(),

@@ -151,6 +151,61 @@ impl<'a> Cluster<'a> {
                 r.failed = true;
             }
         }
+        if self.options.shutdown_lock {
+            self.apply_shutdown_locks();
+        }
+    }
+
+    /// `shutdown-lock` (Pacemaker Explained, cluster options): a primitive outside clones
+    /// and bundles, neither a fence device nor a remote connection, that a clean shutdown
+    /// stops (or stopped: the lock its `lrm_resource` records) stays on that node, banned
+    /// everywhere else, until it starts there again or `shutdown-lock-limit` passes.
+    fn apply_shutdown_locks(&mut self) {
+        let now_s = self.now.and_utc().timestamp();
+        let limit = self.options.shutdown_lock_limit_s;
+        let cib = self.cib;
+        for st in &cib.status.nodes {
+            let Some(node) = self.node_by_id_or_name(&st.id) else { continue };
+            for lrm in &st.lrm {
+                let (Some(t), Some(id)) = (lrm.shutdown_lock, self.rsc_by_id(&lrm.id)) else { continue };
+                if limit > 0 && now_s > t + limit {
+                    continue; // expired: the resource is free again
+                }
+                self.rscs[id].lock = Some((node, t));
+            }
+        }
+        for id in 0..self.rscs.len() {
+            let lockable = {
+                let r = &self.rscs[id];
+                let mut ancestors = std::iter::successors(r.parent, |&p| self.rscs[p].parent);
+                r.kind == Kind::Primitive
+                    && !r.is_remote_connection()
+                    && !r.prim.as_ref().is_some_and(|p| p.class == "stonith")
+                    && !ancestors.any(|p| matches!(self.rscs[p].kind, Kind::Clone { .. } | Kind::Bundle))
+            };
+            if !lockable {
+                self.rscs[id].lock = None;
+                continue;
+            }
+            let r = &self.rscs[id];
+            if r.lock.is_some() {
+                // Started elsewhere meanwhile: the lock no longer holds (nothing is disturbed).
+                if !r.running_on.is_empty() {
+                    self.rscs[id].lock = None;
+                }
+            } else if let [n] = r.running_on[..] {
+                let node = &self.nodes[n];
+                let since = node.attrs.get("shutdown").and_then(|v| v.parse::<i64>().ok());
+                if let Some(t) = since.filter(|_| node.shutdown && !node.unclean) {
+                    self.rscs[id].lock = Some((n, t));
+                }
+            }
+            if let Some((at, _)) = self.rscs[id].lock {
+                for n in (0..self.nodes.len()).filter(|&n| n != at) {
+                    self.rscs[id].history_bans.entry(n).or_insert("shutdown-lock");
+                }
+            }
+        }
     }
 
     pub(crate) fn unpack_node_histories(&mut self, remote: bool) {
