@@ -8,8 +8,9 @@
 //! and CONTROLLER-NOTES §7.5-7.6 (what agents call). Transient attributes (`-l reboot`,
 //! `--promotion`, `crm_master`, `attrd_updater`) go to the DC through the local controller,
 //! which writes them; permanent node attributes and cluster options are written to the CIB
-//! directly. Deliberate deviations: no dampening (`-d` is accepted and ignored, as 2.1's
-//! `attrd_updater -U` ignores it); `crm_master` defaults to `-l reboot` (what every agent
+//! directly. `attrd_updater -B VALUE -d D` and `-Y -d D` set the attribute's dampening (the
+//! DC applies it, `controld::attrs`); `-U` ignores `-d`, as 2.1.5 does. Deliberate
+//! deviations: `crm_master` defaults to `-l reboot` (what every agent
 //! passes); `-s`, `-i`, `-p` (private) are accepted and ignored; the quiet query of a missing
 //! attribute exits 105 (Pacemaker's "No such object") with its message on stderr.
 
@@ -169,9 +170,18 @@ async fn cib_write(w: proto::cib::WriteRequest) -> Result<()> {
     Ok(())
 }
 
-async fn transient(node: u32, name: &str, value: Option<&str>) -> Result<()> {
+/// How a transient update treats the attribute's dampening.
+#[derive(Clone, Copy, Default)]
+struct Delay {
+    /// The attribute's delay from now on (ms).
+    set_ms: Option<u64>,
+    /// Only the delay changes (`attrd_updater -Y`).
+    only: bool,
+}
+
+async fn transient(node: u32, name: &str, value: Option<&str>, delay: Delay) -> Result<()> {
     let ch = crate::local::channel(node_dir().as_deref(), Daemon::Controld).await?;
-    let a = cpb::AttributeUpdate { dc: 0, node, name: name.into(), value: value.unwrap_or("").into(), delete: value.is_none() };
+    let a = cpb::AttributeUpdate { dc: 0, node, name: name.into(), value: value.unwrap_or("").into(), delete: value.is_none(), dampen_ms: delay.set_ms, only_delay: delay.only };
     cpb::controller_client::ControllerClient::new(ch).update_attribute(a).await.map_err(|e| anyhow!("halo-controld: {}", e.message()))?;
     Ok(())
 }
@@ -231,12 +241,23 @@ async fn run(tool: &str, args: &[String]) -> Result<i32> {
             if o.has(&["Q", "query"]) {
                 return query(Scope::Status, node, &name, o.has(&["A", "all"]), false, None, true).await;
             }
+            // -d counts with -B (value and delay) and -Y (delay only); -U ignores it, as
+            // attrd_updater 2.1.5 does. A bare number is seconds.
+            let delay_ms = match o.get(&["d", "delay"]) {
+                Some(d) => Some(scheduler::interval_ms(&d).ok_or_else(|| anyhow!("invalid delay '{d}' (e.g. 5s, 500ms)"))?),
+                None => None,
+            };
             if o.has(&["D", "delete"]) {
-                transient(node, &name, None).await?;
-            } else if let Some(v) = o.get(&["U", "update", "v", "B", "update-both"]) {
-                transient(node, &name, Some(&v)).await?;
-            } else if !o.has(&["Y", "update-delay", "R", "refresh"]) {
-                bail!("nothing to do: give -U VALUE, -D or -Q");
+                transient(node, &name, None, Delay::default()).await?;
+            } else if let Some(v) = o.get(&["B", "update-both"]) {
+                transient(node, &name, Some(&v), Delay { set_ms: delay_ms, only: false }).await?;
+            } else if let Some(v) = o.get(&["U", "update", "v"]) {
+                transient(node, &name, Some(&v), Delay::default()).await?;
+            } else if o.has(&["Y", "update-delay"]) {
+                let set_ms = Some(delay_ms.ok_or_else(|| anyhow!("-Y needs the new delay (-d)"))?);
+                transient(node, &name, None, Delay { set_ms, only: true }).await?;
+            } else if !o.has(&["R", "refresh"]) {
+                bail!("nothing to do: give -U VALUE, -B VALUE, -Y, -D or -Q");
             }
             Ok(0)
         }
@@ -274,7 +295,7 @@ async fn attribute(o: &Opts, name: &str, scope: Scope) -> Result<i32> {
     }
     let value = if o.has(&["D", "delete", "delete-attr"]) { None } else { o.get(&["v", "update", "attr-value"]) };
     match scope {
-        Scope::Status => transient(node, name, value.as_deref()).await?,
+        Scope::Status => transient(node, name, value.as_deref(), Delay::default()).await?,
         Scope::Nodes => {
             let names = [node_name];
             crate::node_cmds::edit_live(node_dir().as_deref(), |doc| crate::node_cmds::attr_patch(doc, crate::node_cmds::Nodes::Named(&names), name, value.as_deref())).await?;

@@ -32,7 +32,7 @@
 //!
 //! Deliberate deviations: see `seniority.rs` and `engine.rs`; pending records only for ops
 //! that may make a resource active (`dispatch`); a DC without quorum records nothing
-//! (`on_quorum_change`); the attribute manager is the DC itself (no dampening yet).
+//! (`on_quorum_change`); the attribute manager is the DC itself, with dampening (`attrs`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -180,6 +180,8 @@ enum AfterWrite {
 #[derive(Default)]
 struct DcState {
     joined: BTreeSet<u32>,
+    /// Transient attributes on their way to the CIB (dampening).
+    attrs: crate::attrs::AttrWriter,
     /// The shutdown-locked history per node id, as the last graph's CIB had it.
     locked: BTreeMap<String, Vec<String>>,
     formation: bool,
@@ -375,11 +377,16 @@ impl Controller {
             let wait_s = (by - self.now.epoch_s).max(0) as u64;
             t.push(self.now.ms + wait_s * 1000 + 1000);
         }
+        t.extend(d.attrs.next_due());
         t.into_iter().min()
     }
 
     pub fn handle_timeout(&mut self, now: Now) {
         self.now = now;
+        let due = self.dc.as_mut().map(|d| d.attrs.due(now.ms)).unwrap_or_default();
+        for ((node, attr), value) in due {
+            self.write_attribute(node, attr, value);
+        }
         let nodes = self.cfg.nodes.clone();
         let mut writes = Vec::new();
         if let Some(d) = self.dc.as_mut() {
@@ -443,6 +450,9 @@ impl Controller {
         if let Some(d) = self.dc.as_mut() {
             for &(n, node_down) in left {
                 d.joined.remove(&n);
+                if node_down || d.stopping.contains(&n) {
+                    d.attrs.forget_node(n);
+                }
                 if d.stopping.remove(&n) {
                     // A clean stop: down, not lost; its transient attributes go with it.
                     d.gone.remove(&n);
@@ -608,8 +618,21 @@ impl Controller {
         if a.dc != self.cfg.me || self.dc.is_none() || !self.cfg.nodes.contains_key(&a.node) || a.name.is_empty() {
             return;
         }
-        let (id, name) = (a.node.to_string(), self.name(a.node));
-        let w = if a.delete { records::delete_transient_attrs(&id, &[a.name.clone()]) } else { records::transient_attrs(&id, &name, &[(a.name.clone(), a.value.clone())]) };
+        let value = (!a.delete).then(|| a.value.clone());
+        let now = self.now.ms;
+        let d = self.dc.as_mut().expect("checked above");
+        if let Some(((node, attr), value)) = d.attrs.update(now, (a.node, a.name.clone()), value, a.dampen_ms, a.only_delay) {
+            self.write_attribute(node, attr, value);
+        }
+    }
+
+    /// Write one transient attribute (None: delete it).
+    fn write_attribute(&mut self, node: u32, attr: String, value: Option<String>) {
+        let (id, name) = (node.to_string(), self.name(node));
+        let w = match value {
+            None => records::delete_transient_attrs(&id, &[attr]),
+            Some(v) => records::transient_attrs(&id, &name, &[(attr, v)]),
+        };
         self.write(w, AfterWrite::MayBeRefused);
     }
 
