@@ -72,6 +72,11 @@ impl Cib {
     pub async fn status(&mut self) -> Result<pb::CibStatus, Error> {
         Ok(self.client.status(pb::StatusRequest {}).await.map_err(|e| Error::Refused(e.message().to_string()))?.into_inner())
     }
+
+    /// Make `voters` the CIB's raft voters; the voters it has afterwards.
+    pub async fn change_voters(&mut self, voters: Vec<u64>) -> Result<Vec<u64>, Error> {
+        Ok(self.client.change_voters(pb::ChangeVotersRequest { voters }).await.map_err(|e| Error::Refused(e.message().to_string()))?.into_inner().voters)
+    }
 }
 
 /// What changed in one committed write, as far as a follower's user cares.

@@ -133,6 +133,8 @@ pub enum Input {
     /// A local client (cleanup, refresh) has a node's executor forget resources' records:
     /// handed to that node's controller through the group.
     Forget(pb::ForgetRecords),
+    /// The CIB's raft voters (at start, and after [`Action::SetCibVoters`]).
+    CibVoters { voters: Vec<u32> },
 }
 
 #[derive(Debug)]
@@ -152,6 +154,9 @@ pub enum Action {
     AbandonWrites,
     Exec { op: xpb::OpRequest },
     Fence { transition: u64, action: usize, target: String, fence_action: String, timeout_ms: u64 },
+    /// Make these nodes the CIB's raft voters: shrink to a quorate partition once it fenced
+    /// the voters it lost (a two-node cluster's survivor), grow back when they rejoin.
+    SetCibVoters { voters: Vec<u32> },
     /// This controller's work is done (a clean stop): the driver exits.
     Exit,
 }
@@ -163,6 +168,9 @@ pub enum Action {
 pub struct Minority {
     pub dc: u32,
     pub outside: Vec<u32>,
+    /// The partition is quorate but holds no majority of the CIB's voters (a two-node
+    /// cluster's survivor): it plans with quorum, fences, then takes the CIB's voters.
+    pub quorate: bool,
 }
 
 /// Why a status write is made: what to do once it is acknowledged.
@@ -213,6 +221,10 @@ pub struct Controller {
     cfg: Config,
     seniority: Seniority,
     quorate: bool,
+    /// The CIB's raft voters: writes commit only with a majority of them in the ring.
+    cib_voters: BTreeSet<u32>,
+    /// Nodes this DC fenced while the CIB could take no write: recorded once it can.
+    fenced_unrecorded: BTreeMap<String, String>,
     /// Nodes in the membership ring (their controllers may not be in the group).
     ring: BTreeSet<u32>,
     /// The DC this node last sent its history to.
@@ -245,10 +257,13 @@ fn names_of(nodes: &BTreeMap<u32, String>, id: u32) -> String {
 
 impl Controller {
     pub fn new(cfg: Config, now: Now) -> Controller {
+        let cib_voters = cfg.nodes.keys().copied().collect();
         Controller {
             seniority: Seniority::new(cfg.me),
             cfg,
             quorate: false,
+            cib_voters,
+            fenced_unrecorded: BTreeMap::new(),
             ring: BTreeSet::new(),
             joined_to: None,
             recurring: BTreeMap::new(),
@@ -321,14 +336,25 @@ impl Controller {
             Input::Quorum { quorate, ring } => {
                 let ring: BTreeSet<u32> = ring.into_iter().collect();
                 let ring_changed = ring != self.ring;
+                let was = self.writable();
                 self.ring = ring;
-                if quorate != self.quorate {
-                    self.quorate = quorate;
-                    self.on_quorum_change(quorate);
-                } else if ring_changed && !quorate {
+                self.quorate = quorate;
+                let now_writable = self.writable();
+                if was != now_writable {
+                    self.on_quorum_change(now_writable);
+                } else if ring_changed && !now_writable {
                     if let Some(d) = self.dc.as_mut() {
                         d.dirty = true;
                     }
+                }
+            }
+            Input::CibVoters { voters } => {
+                let was = self.writable();
+                self.cib_voters = voters.into_iter().collect();
+                tracing::info!("CIB voters: {:?}", self.cib_voters);
+                let now_writable = self.writable();
+                if was != now_writable {
+                    self.on_quorum_change(now_writable);
                 }
             }
             Input::CibChanged { replan } => {
@@ -513,6 +539,13 @@ impl Controller {
         }
     }
 
+    /// Whether the CIB can take this partition's writes: quorum, and a majority of the
+    /// CIB's voters in the ring (raft commits nothing otherwise).
+    pub fn writable(&self) -> bool {
+        let present = self.cib_voters.iter().filter(|v| self.ring.contains(v)).count();
+        self.quorate && present * 2 > self.cib_voters.len()
+    }
+
     /// Quorum lost: the DC of this partition goes on without the CIB's writes (what waited
     /// for one goes on at once) and plans with `no-quorum-policy` (stop, by default, stops
     /// what runs here; freeze and ignore keep it). Quorum back: every node joins its DC
@@ -538,6 +571,11 @@ impl Controller {
             }
         }
         if quorate && self.dc.is_some() {
+            // Fencing done while the CIB took no write is recorded first.
+            for (id, name) in std::mem::take(&mut self.fenced_unrecorded) {
+                self.write(records::node_fields(&id, &name, &[("in_ccm", "false"), ("crmd", "offline"), ("join", "down"), ("expected", "down")]), AfterWrite::Nothing);
+                self.write(records::node_fenced(&id), AfterWrite::Nothing);
+            }
             self.mark_absent_nodes();
         }
         if quorate && self.seniority.dc().is_some() {
@@ -779,6 +817,12 @@ impl Controller {
             e.fail_node(&name);
         }
         tracing::info!("node {name} joined");
+        // A voter the CIB lost while this node was fenced takes its vote back.
+        if self.writable() && self.cfg.nodes.contains_key(&from) && !self.cib_voters.contains(&from) {
+            let voters: Vec<u32> = self.cib_voters.iter().copied().chain([from]).collect();
+            tracing::info!("node {name} is a CIB voter again");
+            self.outbox.push_back(Action::SetCibVoters { voters });
+        }
     }
 
     /// The node side: the DC asks this node to run an op.
@@ -1105,6 +1149,18 @@ impl Controller {
         if ok {
             tracing::info!("node {name} was fenced");
             self.dc.as_mut().expect("checked").fence_failures.remove(&name);
+            if self.quorate && !self.writable() {
+                // A quorate partition without the CIB's majority (a two-node survivor): once
+                // every voter it lost is fenced, the CIB's voters shrink to those here.
+                self.fenced_unrecorded.insert(node_id.clone(), name.clone());
+                let fenced: BTreeSet<u32> = self.fenced_unrecorded.keys().filter_map(|i| i.parse().ok()).collect();
+                let lost_all_fenced = self.cib_voters.iter().all(|v| self.ring.contains(v) || fenced.contains(v));
+                let keep: Vec<u32> = self.cib_voters.iter().copied().filter(|v| self.ring.contains(v)).collect();
+                if lost_all_fenced && !keep.is_empty() {
+                    tracing::info!("the CIB's voters lost here are fenced: shrinking them to {keep:?}");
+                    self.outbox.push_back(Action::SetCibVoters { voters: keep });
+                }
+            }
             self.write(records::node_fields(&node_id, &name, &[("in_ccm", "false"), ("crmd", "offline"), ("join", "down"), ("expected", "down")]), AfterWrite::Nothing);
             self.write(records::node_fenced(&node_id), AfterWrite::Confirm { transition, action, ok: true });
         } else {
@@ -1126,7 +1182,7 @@ impl Controller {
     }
 
     fn write(&mut self, write: proto::cib::WriteRequest, after: AfterWrite) {
-        if self.dc.is_some() && !self.quorate {
+        if self.dc.is_some() && !self.writable() {
             // No quorum here: raft cannot commit it. The join after quorum returns writes
             // every node's history instead.
             self.unwritten.push_back(after);
@@ -1157,7 +1213,7 @@ impl Controller {
     fn step(&mut self) {
         self.finish_unwritten();
         let me = self.cfg.me;
-        let quorate = self.quorate;
+        let quorate = self.writable();
         let Some(d) = self.dc.as_mut() else { return };
         // `have-quorum` is written only with quorum (a CIB without quorum takes no write;
         // the minority's DC plans from its own view, `minority_view`).
@@ -1182,7 +1238,7 @@ impl Controller {
         if self.seniority.dc() != Some(me) || !d.dirty || d.engine.is_some() || d.scheduling.is_some() || !d.writes.is_empty() || !self.all_joined(d) {
             return;
         }
-        let minority = (!quorate).then(|| Minority { dc: me, outside: self.cfg.nodes.keys().copied().filter(|n| !self.ring.contains(n)).collect() });
+        let minority = (!quorate).then(|| Minority { dc: me, outside: self.cfg.nodes.keys().copied().filter(|n| !self.ring.contains(n)).collect(), quorate: self.quorate });
         let seq = self.next_seq;
         self.next_seq += 1;
         let d = self.dc.as_mut().expect("checked");

@@ -40,6 +40,10 @@ use tonic::{Request, Response, Status};
 use crate::core::{Action, CibFacts, Config, Controller, Input, Now};
 
 pub const GROUP: &str = "halo-controld";
+/// How often the CIB's voters are read again.
+const VOTERS_POLL: Duration = Duration::from_secs(2);
+/// How long a change of the CIB's voters is asked again while the CIB refuses it.
+const VOTERS_RETRY_FOR: Duration = Duration::from_secs(60);
 /// Bound of the core's input queue and of the writer's and sender's queues.
 const QUEUE: usize = 4096;
 /// How long a status write that raft could not take for want of a leader is offered again.
@@ -205,6 +209,29 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
     tracing::info!("node {} ({}) joined {GROUP}", setup.name, setup.me);
 
     let (tx, mut rx) = mpsc::channel::<Input>(QUEUE);
+    // The CIB's voters, for the core to know whether this partition can write (the CIB is
+    // the authority; the core starts from the configured nodes): read at start and again
+    // every VOTERS_POLL, since another node's controller may change them.
+    let voters_cib = writer_cib.clone();
+    {
+        let (mut cib, tx) = (voters_cib.clone(), tx.clone());
+        tokio::spawn(async move {
+            let mut known: Option<Vec<u64>> = None;
+            loop {
+                match cib.status().await {
+                    Ok(s) if known.as_ref() != Some(&s.voters) => {
+                        known = Some(s.voters.clone());
+                        if tx.send(Input::CibVoters { voters: s.voters.into_iter().map(|v| v as u32).collect() }).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("cannot read the CIB's voters: {e}"),
+                }
+                tokio::time::sleep(VOTERS_POLL).await;
+            }
+        });
+    }
     // The writer: CIB writes one at a time, in order. Each carries the era it was queued in;
     // `Action::AbandonWrites` starts a new era, and the writes of an older one are dropped,
     // not written (nor offered again).
@@ -380,6 +407,26 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
                 }
                 Action::AbandonWrites => {
                     era.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                Action::SetCibVoters { voters } => {
+                    let (mut cib, tx) = (voters_cib.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        // A node that rejoined becomes a voter once its replica has caught up
+                        // (halo-cibd refuses until then): asked again for a while.
+                        let t0 = Instant::now();
+                        loop {
+                            match cib.change_voters(voters.iter().map(|&v| v as u64).collect()).await {
+                                Ok(now) => {
+                                    tracing::info!("the CIB's voters are {now:?}");
+                                    let _ = tx.send(Input::CibVoters { voters: now.into_iter().map(|v| v as u32).collect() }).await;
+                                    return;
+                                }
+                                Err(e) if t0.elapsed() < VOTERS_RETRY_FOR => tracing::debug!("cannot make {voters:?} the CIB's voters yet: {e}"),
+                                Err(e) => return tracing::error!("cannot make {voters:?} the CIB's voters: {e}"),
+                            }
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    });
                 }
                 Action::ForgetHistory { rsc } => {
                     let mut ex = execd.clone();

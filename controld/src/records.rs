@@ -160,7 +160,7 @@ pub fn inflate(bytes: &[u8]) -> Result<Vec<u8>, String> {
 /// as `dc-uuid`, and the nodes outside the partition out of the membership (the copy only:
 /// nothing is written).
 pub fn minority_view(doc: &mut cib::xml::Document, m: &crate::core::Minority) {
-    doc.root.set_attr("have-quorum", "0");
+    doc.root.set_attr("have-quorum", if m.quorate { "1" } else { "0" });
     doc.root.set_attr("dc-uuid", &m.dc.to_string());
     let Some(status) = doc.root.elements_mut().find(|e| e.name == "status") else { return };
     for ns in status.elements_mut().filter(|e| e.name == "node_state") {
@@ -397,7 +397,7 @@ mod tests {
             doc = apply(&doc, &node_fields(n, &format!("n{n}"), &[("in_ccm", "true"), ("crmd", "online"), ("join", "member"), ("expected", "member")]));
         }
         doc = apply(&doc, &cib_attrs("2", true));
-        minority_view(&mut doc, &crate::core::Minority { dc: 1, outside: vec![2] });
+        minority_view(&mut doc, &crate::core::Minority { dc: 1, outside: vec![2], quorate: false });
         let c = cib::Cib::from_document(doc.clone()).unwrap();
         assert_eq!((c.attr("have-quorum"), c.attr("dc-uuid")), (Some("0"), Some("1")));
         let xml = doc.to_xml();

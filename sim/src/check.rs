@@ -132,22 +132,6 @@ impl Checker {
                     self.pending_key.remove(&inc);
                 }
             }
-            Input::Quorum { quorate, .. } => {
-                if *quorate {
-                    self.without_quorum.remove(&inc);
-                } else if self.without_quorum.insert(inc) {
-                    // Losing quorum, a DC stops waiting for its writes: what they record
-                    // counts as confirmed.
-                    let waiting: Vec<(u64, u64)> = self.write_keys.keys().filter(|(i, _)| *i == inc).copied().collect();
-                    for k in waiting {
-                        let key = self.write_keys.remove(&k).expect("listed");
-                        self.confirmed.insert((inc, key));
-                    }
-                    if let Some(key) = self.pending_key.remove(&inc) {
-                        self.confirmed.insert((inc, key));
-                    }
-                }
-            }
             Input::WriteDone { tag, result } => {
                 if let Some(key) = self.write_keys.remove(&(inc, *tag)) {
                     if result.is_ok() {
@@ -159,6 +143,25 @@ impl Checker {
                 self.fenced_ok.insert((inc, *transition, *action));
             }
             _ => {}
+        }
+    }
+
+    /// After each input: whether the controller can write to the CIB (quorum, and a
+    /// majority of the CIB's voters: a two-node survivor has the one, not the other).
+    pub fn writable(&mut self, inc: u64, writable: bool) {
+        if writable {
+            self.without_quorum.remove(&inc);
+        } else if self.without_quorum.insert(inc) {
+            // Unable to write, a DC stops waiting for its writes: what they record counts
+            // as confirmed.
+            let waiting: Vec<(u64, u64)> = self.write_keys.keys().filter(|(i, _)| *i == inc).copied().collect();
+            for k in waiting {
+                let key = self.write_keys.remove(&k).expect("listed");
+                self.confirmed.insert((inc, key));
+            }
+            if let Some(key) = self.pending_key.remove(&inc) {
+                self.confirmed.insert((inc, key));
+            }
         }
     }
 

@@ -521,6 +521,7 @@ impl Sim {
         };
         let c = self.nodes.get_mut(&node).and_then(|n| n.ctl.as_mut()).expect("controller");
         c.core.handle(now, input);
+        let writable = c.core.writable();
         let after = c.core.status().transitions;
         if let Some(g) = graph.filter(|_| after > before) {
             let keys: Vec<String> =
@@ -528,6 +529,7 @@ impl Sim {
             self.log(format!("node {node}: transition {after}: {}", keys.join(" ")));
             self.check.graph_taken(inc, after, g, now.ms);
         }
+        self.check.writable(inc, writable);
         self.drain(node);
     }
 
@@ -606,6 +608,11 @@ impl Sim {
                 // anything, is committed: the simulated CIB commits at once when it can).
                 let c = self.nodes.get_mut(&node).and_then(|n| n.ctl.as_mut()).expect("controller");
                 c.writes.clear();
+            }
+            Action::SetCibVoters { voters } => {
+                // The simulated CIB has no raft voters (it commits with quorum): the change
+                // is granted as asked.
+                self.after(1, 20, Event::Deliver { node, inc: Some(inc), what: Delivery::Input(Input::CibVoters { voters }) });
             }
             Action::ForgetHistory { rsc } => {
                 let exec = &mut self.nodes.get_mut(&node).expect("node").exec;
