@@ -1,6 +1,7 @@
 //! Pacemaker's everyday scenarios on three-node sandboxes (fence_sandbox, stonith-enabled):
 //! migration-threshold moving a failed resource away, standby and back, a group's start and
-//! stop order, an order + colocation pair, a start that hangs past its timeout, and every
+//! stop order, an order + colocation pair, a start that hangs past its timeout, shutdown-lock,
+//! and every
 //! daemon of the node running a resource killed in turn. Each test runs on its own cluster;
 //! a watcher samples the agents' state files every 20 ms throughout: never two at once.
 //!
@@ -292,6 +293,46 @@ fn standby_moves_a_resource_off_and_unstandby_brings_it_back() {
     let n1 = v["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "node1").cloned().unwrap();
     assert_eq!(n1["standby"].as_bool(), Some(false), "{v}");
     assert_eq!(rsc_json(&v, "d1")["nodes"], serde_json::json!(["node1"]), "{v}");
+    assert_never_twice(w);
+    eprintln!("runtime {:?}", t0.elapsed());
+}
+
+#[test]
+fn shutdown_lock_keeps_a_resource_on_its_cleanly_stopped_node_until_it_returns() {
+    // CONTROLLER-NOTES §11, scenario 32.
+    if skip() {
+        return;
+    }
+    let t0 = Instant::now();
+    let sb = cluster("sc-shutlock", false);
+    let w = Watcher::start(&sb, &["d1"]);
+    cib_create(&sb, "crm_config", r#"<cluster_property_set id="sl"><nvpair id="sl-on" name="shutdown-lock" value="true"/></cluster_property_set>"#);
+    cib_create(&sb, "resources", &dummy("d1", &[]));
+    let first = wait_for(Duration::from_secs(20), "d1 started", || active_on(&sb, "d1").pop());
+    wait_for(Duration::from_secs(10), "d1's monitor recorded", || ops(&sb, "node1").iter().any(|o| o.node == first && o.id == "d1_monitor_1000").then_some(()));
+    let other = NODES.iter().find(|n| **n != first).unwrap().to_string();
+
+    let r = sb.halo(&first, &["cluster", "stop"]);
+    assert_eq!(r.code, 0, "halo cluster stop: {}", r.err);
+    assert!(!state_file(&sb, &first, "d1").exists(), "d1 was stopped on {first} before it went");
+    // Locked to its node: stopped, not started elsewhere, and shown so.
+    wait_for(Duration::from_secs(10), "d1 shown locked", || {
+        let out = sb.halo(&other, &["status"]).out;
+        out.contains(&format!("Stopped {first} (LOCKED)")).then_some(())
+    });
+    hold(Duration::from_secs(3), "d1 stays stopped while its node is away", || {
+        let on = active_on(&sb, "d1");
+        on.is_empty().then_some(()).ok_or(format!("d1 started on {on:?}"))
+    });
+    // Its node returns: d1 starts there, and the lock is gone.
+    sb.start(&first);
+    let at = Instant::now();
+    wait_for(Duration::from_secs(30), "d1 back on its node", || (active_on(&sb, "d1") == [first.clone()]).then_some(()));
+    eprintln!("node back to d1 started there: {:?}", at.elapsed());
+    wait_for(Duration::from_secs(10), "the lock cleared", || {
+        let s = status_xml(&sb, &other);
+        s.split(r#"shutdown-lock=""#).skip(1).all(|rest| rest.starts_with("0\"")).then_some(())
+    });
     assert_never_twice(w);
     eprintln!("runtime {:?}", t0.elapsed());
 }
