@@ -6,6 +6,7 @@ mod cib_live;
 mod cluster_cmds;
 mod cluster_tools;
 mod cluster;
+mod demo;
 mod sandbox;
 mod local;
 mod node_cmds;
@@ -31,6 +32,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A three-node cluster on this host keeping a web page up through failures (loopback only).
+    Demo(demo::DemoArgs),
     /// Run the scheduler over a CIB file and show what it would do (like crm_simulate).
     Simulate(simulate::SimulateArgs),
     /// A local cluster of several nodes on loopback addresses.
@@ -81,6 +84,7 @@ fn main() {
     let cli = Cli::parse();
     let dir = cli.dir.as_deref();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Sandbox(cmd) => sandbox::run(cmd),
         Command::Quorum(cmd) => block_on(cluster::quorum(dir, cmd)),

@@ -178,11 +178,30 @@ fn reap(pid: i32) {
     unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
 }
 
+/// Live processes marked as `node`'s (`HALO_SANDBOX_NODE=<its dir>` in their environment,
+/// as `start` sets it for halod and everything it runs inherits): services that left
+/// halod's process group (daemonized agents' servers) included, as fence_sandbox finds them.
+fn marked_processes(dir: &Path, node: &str) -> Vec<i32> {
+    let Ok(node_dir) = abs(dir).map(|d| d.join(node)) else { return Vec::new() };
+    let mut marker = b"HALO_SANDBOX_NODE=".to_vec();
+    marker.extend_from_slice(node_dir.as_os_str().as_encoded_bytes());
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == marker.as_slice())))
+        .collect()
+}
+
 fn kill(dir: &Path, node: &str) -> Result<()> {
     let pidf = pid_path(dir, node);
     let Some(pid) = read_pid(&pidf) else { bail!("{node}: no pid file; is it running?") };
     // SAFETY: SIGKILL to the node's process group (halod and every daemon it spawned).
     unsafe { libc::kill(-pid, libc::SIGKILL) };
+    // Power loss takes the node's services too, also those that left the group.
+    for p in marked_processes(dir, node) {
+        // SAFETY: a process of this sandbox node (its environment says so).
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
     while alive(pid) && Instant::now() < deadline {
         reap(pid);
