@@ -227,6 +227,8 @@ pub struct Controller {
     quorate: bool,
     /// The CIB's raft voters: writes commit only with a majority of them in the ring.
     cib_voters: BTreeSet<u32>,
+    /// This DC stops with its node: it exits when its current transition is done.
+    exit_after_transition: bool,
     /// Nodes this DC fenced while the CIB could take no write: recorded once it can.
     fenced_unrecorded: BTreeMap<String, String>,
     /// Nodes in the membership ring (their controllers may not be in the group).
@@ -268,6 +270,7 @@ impl Controller {
             quorate: false,
             cib_voters,
             fenced_unrecorded: BTreeMap::new(),
+            exit_after_transition: false,
             ring: BTreeSet::new(),
             joined_to: None,
             recurring: BTreeMap::new(),
@@ -757,6 +760,12 @@ impl Controller {
     /// After every input: finish a done graph, and ask for a new one when due.
     fn step(&mut self) {
         self.finish_unwritten();
+        if self.exit_after_transition && self.dc.is_none() {
+            // No longer DC: there is no transition of its own left to finish.
+            self.exit_after_transition = false;
+            self.outbox.push_back(Action::Exit);
+            return;
+        }
         let me = self.cfg.me;
         let quorate = self.writable();
         let Some(d) = self.dc.as_mut() else { return };
@@ -778,6 +787,14 @@ impl Controller {
             if replan {
                 d.dirty = true;
             }
+        }
+        if self.exit_after_transition {
+            if self.dc.as_ref().is_some_and(|d| d.engine.is_none()) {
+                self.exit_after_transition = false;
+                tracing::info!("the stopping DC's last transition is done: exiting");
+                self.outbox.push_back(Action::Exit);
+            }
+            return;
         }
         let d = self.dc.as_ref().expect("checked");
         if self.seniority.dc() != Some(me) || !d.dirty || d.engine.is_some() || d.scheduling.is_some() || !d.writes.is_empty() || !self.all_joined(d) {

@@ -219,8 +219,11 @@ impl Controller {
                             if self.shutting_down {
                                 // The DC goes last and says so itself (§6.1 step 6): the next
                                 // DC finds it down, not lost.
+                                // It exits once this transition is done: what the graph
+                                // starts elsewhere (the resources it just stopped) is its
+                                // to start, not left for the next DC to find.
                                 self.write(records::node_left_cleanly(&n.to_string()), AfterWrite::Nothing);
-                                self.outbox.push_back(Action::Exit);
+                                self.exit_after_transition = true;
                             }
                         }
                         Some(n) => self.outbox.push_back(Action::Broadcast(pb::PeerMessage { body: Some(pb::peer_message::Body::Shutdown(pb::Shutdown { to: n })) })),
