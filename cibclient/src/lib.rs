@@ -102,6 +102,11 @@ pub struct Follower {
     pub doc: Document,
     /// The raft index of the last change applied (0 before the first).
     pub index: u64,
+    /// A change whose patch did not apply: `doc` must be read again whole before it is used,
+    /// and the change is returned once it is. Kept here, so a `next` or `current` dropped
+    /// while reading (a `select!`, a timeout) loses nothing: the next call reads again.
+    missed: Option<Change>,
+    stale: bool,
 }
 
 impl Follower {
@@ -110,29 +115,47 @@ impl Follower {
         let mut cib = Cib::connect(sock).await?;
         let stream = cib.watch().await?;
         let doc = cib.query().await?;
-        Ok(Follower { sock: sock.to_path_buf(), cib, stream, doc, index: 0 })
+        Ok(Follower { sock: sock.to_path_buf(), cib, stream, doc, index: 0, missed: None, stale: false })
     }
 
     /// The next committed change, applied to `doc`. A patch that does not apply to the
     /// copy (it missed something) makes it read the whole CIB again. Err: the stream
-    /// ended (halo-cibd went away); start a new follower.
+    /// ended (halo-cibd went away); start a new follower. Cancel-safe.
     pub async fn next(&mut self) -> Result<Change, Error> {
-        let ev = match self.stream.message().await {
-            Ok(Some(ev)) => ev,
-            Ok(None) => return Err(Error::Unreachable { path: self.sock.display().to_string(), reason: "the watch stream ended".into() }),
-            Err(e) => return Err(Error::Unreachable { path: self.sock.display().to_string(), reason: e.message().to_string() }),
-        };
-        let patch = cib::xml::parse(&ev.patch).map_err(|e| Error::Malformed(e.to_string()))?.root;
-        // In place (no copy of the whole CIB per change): a patch that fails leaves the copy
-        // part-changed, and it is read again whole (or the follower is dropped on an error).
-        match cib::diff::apply_patch_in_place(&mut self.doc, &patch) {
-            Ok(()) => {}
-            Err(e) => {
-                tracing::warn!("the CIB copy missed a change ({e}); reading it again");
-                self.doc = self.cib.query().await?;
+        if self.missed.is_none() {
+            let ev = match self.stream.message().await {
+                Ok(Some(ev)) => ev,
+                Ok(None) => return Err(Error::Unreachable { path: self.sock.display().to_string(), reason: "the watch stream ended".into() }),
+                Err(e) => return Err(Error::Unreachable { path: self.sock.display().to_string(), reason: e.message().to_string() }),
+            };
+            let patch = cib::xml::parse(&ev.patch).map_err(|e| Error::Malformed(e.to_string()))?.root;
+            // In place (no copy of the whole CIB per change): a patch that fails leaves the
+            // copy part-changed, and it is read again whole (or the follower is dropped on an
+            // error).
+            match cib::diff::apply_patch_in_place(&mut self.doc, &patch) {
+                Ok(()) => {
+                    self.index = self.index.max(ev.index);
+                    return Ok(Change { index: ev.index, patch });
+                }
+                Err(e) => {
+                    tracing::warn!("the CIB copy missed a change ({e}); reading it again");
+                    self.missed = Some(Change { index: ev.index, patch });
+                    self.stale = true;
+                }
             }
         }
-        self.index = self.index.max(ev.index);
-        Ok(Change { index: ev.index, patch })
+        self.current().await?;
+        Ok(self.missed.take().expect("a missed change is kept until it is returned"))
+    }
+
+    /// The copy, whole: a read again that a dropped `next` left unfinished is finished
+    /// first. Cancel-safe.
+    pub async fn current(&mut self) -> Result<&Document, Error> {
+        if self.stale {
+            self.doc = self.cib.query().await?;
+            self.stale = false;
+            self.index = self.index.max(self.missed.as_ref().map_or(0, |c| c.index));
+        }
+        Ok(&self.doc)
     }
 }
