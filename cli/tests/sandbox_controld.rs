@@ -14,12 +14,7 @@ use support::*;
 
 #[test]
 fn a_dummy_resource_is_kept_running_through_failures_and_never_runs_twice() {
-    if !have_loopback_aliases() {
-        eprintln!("skipped: 127.0.0.13 cannot be bound here");
-        return;
-    }
-    if !std::path::Path::new(DUMMY).exists() {
-        eprintln!("skipped: {DUMMY} is not installed (resource-agents)");
+    if skip_without_dummy() {
         return;
     }
     let sb = Sandbox::create_cluster("controld", 3);
@@ -206,12 +201,7 @@ fn a_promotable_clone_is_promoted_once_through_the_agents_own_scores_and_promoti
 /// second node is back, quorum returns and the resource runs again; never on two nodes.
 #[test]
 fn a_node_without_quorum_stops_its_resources_and_they_return_with_quorum() {
-    if !have_loopback_aliases() {
-        eprintln!("skipped: 127.0.0.13 cannot be bound here");
-        return;
-    }
-    if !std::path::Path::new(DUMMY).exists() {
-        eprintln!("skipped: {DUMMY} is not installed (resource-agents)");
+    if skip_without_dummy() {
         return;
     }
     let sb = Sandbox::create_cluster("controld-noquorum", 3);

@@ -19,15 +19,7 @@ use support::*;
 
 
 fn skip() -> bool {
-    if !have_loopback_aliases() {
-        eprintln!("skipped: 127.0.0.13 cannot be bound here");
-        return true;
-    }
-    if !Path::new(DUMMY).exists() {
-        eprintln!("skipped: {DUMMY} is not installed (resource-agents)");
-        return true;
-    }
-    false
+    skip_without_dummy()
 }
 
 fn cib_create(sb: &Sandbox, section: &str, xml: &str) {

@@ -24,12 +24,7 @@ fn nodeid(node: &str) -> u64 {
 
 #[test]
 fn two_nodes_with_two_node_the_survivor_fences_its_peer_and_takes_over() {
-    if !have_loopback_aliases() {
-        eprintln!("skipped: 127.0.0.13 cannot be bound here");
-        return;
-    }
-    if !std::path::Path::new(DUMMY).exists() {
-        eprintln!("skipped: {DUMMY} is not installed (resource-agents)");
+    if skip_without_dummy() {
         return;
     }
     let t0 = Instant::now();

@@ -169,3 +169,17 @@ impl Drop for Watcher {
     }
 }
 
+
+/// Whether a test of resources must be skipped here, saying why: the sandbox's loopback
+/// addresses cannot be bound, or resource-agents' Dummy is not installed.
+pub fn skip_without_dummy() -> bool {
+    if !super::have_loopback_aliases() {
+        eprintln!("skipped: 127.0.0.13 cannot be bound here");
+        return true;
+    }
+    if !std::path::Path::new(DUMMY).exists() {
+        eprintln!("skipped: {DUMMY} is not installed (resource-agents)");
+        return true;
+    }
+    false
+}
