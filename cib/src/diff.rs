@@ -129,7 +129,7 @@ enum Item {
 /// Changes below the matched pair `o`/`n` at `path`; `Err` when they cannot be expressed (replace `o` whole).
 fn diff_elem(o: &Element, n: &Element, path: &str) -> Result<Changes, ()> {
     // Most of a large CIB is untouched by a write: no change, and nothing to allocate.
-    if o.attrs == n.attrs && crate::ops::same(o, n) {
+    if std::ptr::eq(o, n) || (o.attrs == n.attrs && crate::ops::same(o, n)) {
         return Ok(Changes::default());
     }
     let other = |e: &Element| e.children.iter().filter(|c| !is_blank(c) && !matches!(c, Node::Element(_))).cloned().collect::<Vec<_>>();
@@ -138,6 +138,10 @@ fn diff_elem(o: &Element, n: &Element, path: &str) -> Result<Changes, ()> {
     }
     let mut ch = Changes::default();
     ch.modifies.extend(modify_change(o, n, path));
+    if let Some(inner) = in_step(o, n, path) {
+        ch.extend(inner);
+        return Ok(ch);
+    }
     let oe: Vec<&Element> = o.elements().collect();
     let ne: Vec<&Element> = n.elements().collect();
     let Pairing { old_of, used, o_first, n_first } = pair(&oe, &ne);
@@ -147,7 +151,7 @@ fn diff_elem(o: &Element, n: &Element, path: &str) -> Result<Changes, ()> {
     let mut fresh: Vec<bool> = old_of.iter().map(Option::is_none).collect();
     for (j, oi) in old_of.iter().enumerate() {
         let Some(i) = *oi else { continue };
-        if oe[i].attrs == ne[j].attrs && crate::ops::same(oe[i], ne[j]) {
+        if std::ptr::eq(oe[i], ne[j]) || (oe[i].attrs == ne[j].attrs && crate::ops::same(oe[i], ne[j])) {
             continue;
         }
         let cpath = format!("{path}/{}", step(ne[j]));
@@ -198,6 +202,57 @@ fn diff_elem(o: &Element, n: &Element, path: &str) -> Result<Changes, ()> {
         }
     }
     Ok(ch)
+}
+
+/// The changes below `o` and `n` when their children line up one for one (the same tags and
+/// ids in the same places: a write changed some of them in place, the common case in a long
+/// list), found by comparing in step, mostly by pointer. None when they do not, or when a
+/// changed child cannot be addressed or changed in place: the general pairing decides then.
+fn in_step(o: &Element, n: &Element, path: &str) -> Option<Changes> {
+    let (oc, nc) = (o.children.as_slice(), n.children.as_slice());
+    if oc.len() != nc.len() {
+        return None;
+    }
+    let mut changed = Vec::new();
+    for (k, (a, b)) in oc.iter().zip(nc).enumerate() {
+        match (a, b) {
+            (Node::Element(x), Node::Element(y)) if std::sync::Arc::ptr_eq(x, y) => {}
+            (Node::Element(x), Node::Element(y)) if x.name == y.name && x.id() == y.id() => {
+                if !(x.attrs == y.attrs && crate::ops::same(x, y)) {
+                    changed.push(k);
+                }
+            }
+            (Node::Element(_), _) | (_, Node::Element(_)) => return None,
+            (x, y) if x == y || (is_blank(x) && is_blank(y)) => {}
+            _ => return None,
+        }
+    }
+    // A path step reaches a child only if no earlier sibling has its tag and id (its tag,
+    // without one): a scan back for a few, one pass over the list for many.
+    const FEW: usize = 16;
+    let first: Option<rustc_hash::FxHashSet<usize>> = (changed.len() > FEW).then(|| {
+        let mut seen = rustc_hash::FxHashSet::default();
+        let mut names = rustc_hash::FxHashSet::default();
+        oc.iter()
+            .enumerate()
+            .filter_map(|(k, c)| Some((k, c.as_element()?)))
+            .filter(|(_, e)| if e.id().is_some() { seen.insert((e.name.as_str(), e.id())) } else { names.insert(e.name.as_str()) })
+            .map(|(k, _)| k)
+            .collect()
+    });
+    let mut ch = Changes::default();
+    for k in changed {
+        let (Node::Element(x), Node::Element(y)) = (&oc[k], &nc[k]) else { unreachable!("checked above") };
+        let addressable = match &first {
+            Some(first) => first.contains(&k),
+            None => !oc[..k].iter().filter_map(Node::as_element).any(|e| e.name == x.name && (x.id().is_none() || e.id() == x.id())),
+        };
+        if !addressable || !usable_id(x.id()) {
+            return None;
+        }
+        ch.extend(diff_elem(x, y, &format!("{path}/{}", step(y))).ok()?);
+    }
+    Some(ch)
 }
 
 /// The non-blank children of `e` in order: elements as `elem(index)` gives them, others numbered.
@@ -281,21 +336,24 @@ struct Kin {
     seen_new: bool,
 }
 
+/// Whether an id can be written in a path step.
+fn usable_id(id: Option<&str>) -> bool {
+    id.is_none_or(|id| !id.contains(['\'', '/', '[', ']']))
+}
+
 /// [`Pairing`] in one map lookup per child (a section of a large CIB has thousands).
 fn pair(oe: &[&Element], ne: &[&Element]) -> Pairing {
-    fn usable(id: Option<&str>) -> bool {
-        id.is_none_or(|id| !id.contains(['\'', '/', '[', ']']))
-    }
+    let usable = usable_id;
     /// Whether `name` is new to `seen` (most siblings share a tag: the last one is checked first).
-    fn first_name<'a>(seen: &mut std::collections::HashSet<&'a str>, last: &mut Option<&'a str>, name: &'a str) -> bool {
+    fn first_name<'a>(seen: &mut rustc_hash::FxHashSet<&'a str>, last: &mut Option<&'a str>, name: &'a str) -> bool {
         if *last == Some(name) {
             return false;
         }
         *last = Some(name);
         seen.insert(name)
     }
-    let mut kin: std::collections::HashMap<(&str, Option<&str>), Kin> = std::collections::HashMap::with_capacity(oe.len());
-    let (mut names, mut last) = (std::collections::HashSet::new(), None);
+    let mut kin: rustc_hash::FxHashMap<(&str, Option<&str>), Kin> = rustc_hash::FxHashMap::with_capacity_and_hasher(oe.len(), Default::default());
+    let (mut names, mut last) = (rustc_hash::FxHashSet::default(), None);
     let mut o_first = Vec::with_capacity(oe.len());
     for (i, e) in oe.iter().enumerate() {
         let (name, id) = (e.name.as_str(), e.id());
@@ -304,7 +362,7 @@ fn pair(oe: &[&Element], ne: &[&Element]) -> Pairing {
         o_first.push(usable(id) && if id.is_some() { k.old.is_empty() } else { new_name });
         k.old.push(i);
     }
-    let (mut names, mut last) = (std::collections::HashSet::new(), None);
+    let (mut names, mut last) = (rustc_hash::FxHashSet::default(), None);
     let mut used = vec![false; oe.len()];
     let (mut old_of, mut n_first) = (Vec::with_capacity(ne.len()), Vec::with_capacity(ne.len()));
     for c in ne {
@@ -805,6 +863,37 @@ mod tests {
         assert_eq!(apply_patch(&old, &d).unwrap().to_xml(), new.to_xml());
         // No change, nothing but the version.
         assert_eq!(diff(&old, &old).elements().count(), 1);
+    }
+
+    /// Children changed in place in a long list are compared in step (few or many); a
+    /// change the path cannot reach (a repeated tag without an id) still falls back.
+    #[test]
+    fn in_place_changes_in_long_lists() {
+        let list = |changed: &dyn Fn(usize) -> bool, dup: bool| {
+            let mut s = String::from(r#"<cib epoch="1" num_updates="0" admin_epoch="0"><configuration><resources>"#);
+            for k in 0..40 {
+                let v = if changed(k) { "2" } else { "1" };
+                s.push_str(&format!(r#"<primitive id="p{k}" description="{v}"/>"#));
+                if dup && k == 30 {
+                    s.push_str(&format!(r#"<template description="{v}"/><template description="{v}"/>"#));
+                }
+            }
+            s.push_str("</resources></configuration></cib>");
+            doc(&s)
+        };
+        for (every, dup) in [(13, false), (2, false), (2, true)] {
+            let old = list(&|_| false, dup);
+            let new = list(&|k| k % every == 0, dup);
+            let d = diff(&old, &new);
+            if dup {
+                // The second template cannot be addressed: its parent is sent whole.
+                assert_eq!(ops_of(&d), ["delete /cib/configuration/resources", "create /cib/configuration"], "{}", d.to_xml());
+            } else {
+                let modifies = d.children_named("change").filter(|c| c.attr("operation") == Some("modify")).count();
+                assert_eq!(modifies, 40_usize.div_ceil(every), "every {every}:\n{}", d.to_xml());
+            }
+            same_text(&apply_patch(&old, &d).unwrap(), &new, &d.to_xml());
+        }
     }
 
     /// Text equality; on failure, show where the texts part.

@@ -120,7 +120,7 @@ fn check_changed_status(old: Option<&Element>, new: &Element) -> Result<(), CibE
     let Some(old) = old else {
         return read_status(&RefIndex::new(new), new).map(|_| ());
     };
-    let before: std::collections::HashMap<&str, &Element> = old.children_named("node_state").filter_map(|e| e.attr("id").map(|id| (id, e))).collect();
+    let before: rustc_hash::FxHashMap<&str, &Element> = old.children_named("node_state").filter_map(|e| e.attr("id").map(|id| (id, e))).collect();
     let mut changed = Element::new("status");
     for e in new.elements() {
         match (e.name == "node_state").then(|| e.attr("id").and_then(|id| before.get(id))).flatten() {
@@ -145,8 +145,19 @@ fn changed_within(old: &Element, new: &Element, narrow: &[&str]) -> Element {
     }
     let mut out = Element::new(&new.name);
     out.attrs = new.attrs.clone();
-    let before: std::collections::HashMap<(&str, Option<&str>), &Element> = old.elements().map(|o| ((o.name.as_str(), o.id()), o)).collect();
-    for c in new.elements() {
+    // Usually the lists line up child by child (a write replaced a few in place): compare
+    // them in step, most by pointer, and pair by key only when they do not.
+    let (olds, news) = (old.elements().collect::<Vec<_>>(), new.elements().collect::<Vec<_>>());
+    if olds.len() == news.len() && olds.iter().zip(&news).all(|(o, c)| std::ptr::eq(*o, *c) || same_key(o, c)) {
+        for (o, c) in olds.into_iter().zip(news) {
+            if !same(o, c) {
+                out.push(changed_within(o, c, &narrow[1..]));
+            }
+        }
+        return out;
+    }
+    let before: rustc_hash::FxHashMap<(&str, Option<&str>), &Element> = olds.into_iter().map(|o| ((o.name.as_str(), o.id()), o)).collect();
+    for c in news {
         match before.get(&(c.name.as_str(), c.id())).copied() {
             Some(o) if same(o, c) => {}
             Some(o) => out.push(changed_within(o, c, &narrow[1..])),
@@ -214,6 +225,10 @@ fn bump(old: &Document, mut new: Document, whole: bool, patch: bool) -> Result<D
 
 /// Equal in meaning: attributes as a set, children in order, whitespace-only text and line numbers ignored.
 pub fn same(a: &Element, b: &Element) -> bool {
+    // One element shared by both trees.
+    if std::ptr::eq(a, b) {
+        return true;
+    }
     if a.name != b.name || a.attrs.len() != b.attrs.len() || a.attrs.iter().any(|(k, v)| b.attr(k) != Some(v.as_str())) {
         return false;
     }
@@ -564,16 +579,59 @@ fn merge(target: &mut Element, update: &Element, unit: &str) {
         let nv = expand_increment(k, v, target.attr(k)).unwrap_or_else(|| v.clone());
         target.set_attr(k, &nv);
     }
+    // Many updates into a long list (a batch of results into 1,000 histories): find each
+    // by an index of the list's keys instead of a scan per update.
+    let mut index = (update.children.len() > 16 && target.children.len() > 64).then(|| KeyIndex::of(target));
     for uc in update.elements() {
-        let hit = target.elements().position(|c| same_key(c, uc));
+        let hit = match &index {
+            Some(ix) => ix.find(target, uc),
+            None => target.children.iter().position(|c| matches!(c, Node::Element(c) if same_key(c, uc))),
+        };
         match hit {
-            Some(p) => merge(target.elements_mut().nth(p).expect("found"), uc, unit),
+            Some(i) => merge(target.children[i].element_mut().expect("an element's index"), uc, unit),
             None => {
                 let mut c = uc.clone();
                 expand_new(&mut c);
                 insert_node(target, usize::MAX, Node::from(c), None, unit);
+                // Appended: the last element of the list.
+                if let (Some(ix), Some(i)) = (index.as_mut(), target.children.iter().rposition(|n| matches!(n, Node::Element(_)))) {
+                    ix.add(uc, i);
+                }
             }
         }
+    }
+}
+
+/// The child index of each (tag, id) key of a list, by the key's hash; the first child
+/// with a key wins, as a scan from the front would find it.
+struct KeyIndex(rustc_hash::FxHashMap<u64, Vec<usize>>);
+
+impl KeyIndex {
+    fn hash(e: &Element) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = rustc_hash::FxBuildHasher.build_hasher();
+        e.name.hash(&mut h);
+        e.id().hash(&mut h);
+        h.finish()
+    }
+
+    fn of(list: &Element) -> KeyIndex {
+        let mut ix = KeyIndex(Default::default());
+        for (i, n) in list.children.iter().enumerate() {
+            if let Node::Element(e) = n {
+                ix.add(e, i);
+            }
+        }
+        ix
+    }
+
+    fn add(&mut self, e: &Element, i: usize) {
+        self.0.entry(Self::hash(e)).or_default().push(i);
+    }
+
+    fn find(&self, list: &Element, key: &Element) -> Option<usize> {
+        let at = self.0.get(&Self::hash(key))?;
+        at.iter().copied().find(|&i| matches!(&list.children[i], Node::Element(e) if same_key(e, key)))
     }
 }
 

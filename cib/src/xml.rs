@@ -178,8 +178,23 @@ impl Element {
         })
     }
 
+    /// Every element child, each made this tree's own (copied if shared): for changing
+    /// them all. To change one, [`Element::find_mut`] or [`Element::element_at_mut`] copy
+    /// only that one, keeping the rest shared (and cheap to compare).
     pub fn elements_mut(&mut self) -> impl Iterator<Item = &mut Element> {
         self.children.iter_mut().filter_map(Node::element_mut)
+    }
+
+    /// The first element child `f` accepts, made this tree's own; the others stay shared.
+    pub fn find_mut(&mut self, f: impl Fn(&Element) -> bool) -> Option<&mut Element> {
+        let i = self.children.iter().position(|n| matches!(n, Node::Element(e) if f(e)))?;
+        self.children[i].element_mut()
+    }
+
+    /// The element child at position `p` among the element children, made this tree's own.
+    pub fn element_at_mut(&mut self, p: usize) -> Option<&mut Element> {
+        let i = self.children.iter().enumerate().filter(|(_, n)| matches!(n, Node::Element(_))).nth(p)?.0;
+        self.children[i].element_mut()
     }
 
     pub fn child(&self, name: &str) -> Option<&Element> {
@@ -187,7 +202,7 @@ impl Element {
     }
 
     pub fn child_mut(&mut self, name: &str) -> Option<&mut Element> {
-        self.elements_mut().find(|e| e.name == name)
+        self.find_mut(|e| e.name == name)
     }
 
     pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {

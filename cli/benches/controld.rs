@@ -191,6 +191,25 @@ fn agents_alone(dir: &Path, n: usize) -> f64 {
     t0.elapsed().as_secs_f64()
 }
 
+const DAEMONS: [&str; 5] = ["membershipd", "cibd", "execd", "fenced", "controld"];
+
+/// CPU seconds (user + system) each daemon of each node has used so far, by (node, daemon).
+fn daemon_cpu(sb: &Sandbox) -> Vec<((String, String), f64)> {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut out = Vec::new();
+    for node in NODES {
+        for d in DAEMONS {
+            let Some(pid) = sb.pid_of(node, d) else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            // Fields after the command's closing parenthesis: utime and stime are 14 and 15.
+            let rest: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+            let field = |n: usize| rest.get(n - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            out.push(((node.to_string(), d.to_string()), (field(14) + field(15)) / tick));
+        }
+    }
+    out
+}
+
 fn many() {
     // 4. 1,000 primitives at once.
     let sb = cluster("bench-ctl-1000");
@@ -202,6 +221,7 @@ fn many() {
     xml.push_str("</resources>");
     let file = sb.dir.join("many.xml");
     std::fs::write(&file, &xml).unwrap();
+    let cpu0 = daemon_cpu(&sb);
     let t0 = Instant::now();
     let r = sb.halo("node1", &["cib", "create", "-o", "resources", "-x", file.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.err);
@@ -216,6 +236,14 @@ fn many() {
         (c >= n).then_some(())
     });
     println!("1,000 Dummy primitives added at once: all running after {:.1} s", t0.elapsed().as_secs_f64());
+    // Where the daemons' CPU went meanwhile (a daemon respawned in between is left out).
+    let cpu1 = daemon_cpu(&sb);
+    let mut per_daemon = Vec::new();
+    for d in DAEMONS {
+        let used: Vec<f64> = cpu1.iter().filter(|((_, dd), _)| dd == d).filter_map(|(k, v)| cpu0.iter().find(|(k0, _)| k0 == k).map(|(_, v0)| v - v0)).collect();
+        per_daemon.push(format!("{d} {:.2}", used.iter().sum::<f64>()));
+    }
+    println!("  CPU seconds of the daemons meanwhile, 3 nodes summed: {}", per_daemon.join(", "));
     let cib_xml = sb.halo("node1", &["cib", "query"]).out;
     let cib = cib::Cib::parse(&cib_xml).unwrap();
     let now = chrono::Utc::now().naive_utc();

@@ -52,12 +52,72 @@ pub struct Engine {
     given_up: usize,
     /// Per action: the actions that wait for it, and how many of its own inputs are not
     /// confirmed yet (an input naming no action never is). Waiting actions with none
-    /// missing are `ready`; so firing costs what it fires, not the graph's size.
+    /// missing are ready, kept in their lane (see `Lanes`); so firing costs what it
+    /// fires, not the graph's size, even when thousands wait on a full node.
     dependents: Vec<Vec<usize>>,
     missing: Vec<usize>,
-    ready: std::collections::BTreeSet<usize>,
+    lanes: Lanes,
+    /// Actions per state (kept by `set`), so `outcome` costs nothing per result.
+    waiting: usize,
+    confirmed: usize,
+    failed: usize,
     /// The DC's timers of actions in flight: (deadline ms, action).
     deadlines: std::collections::BTreeSet<(u64, usize)>,
+}
+
+/// The ready actions, by what may hold them back: lane 0 holds pseudo actions (never held),
+/// lane 1 the actions no per-node limit applies to, and one lane per node its resource
+/// actions. A full node's lane is passed over in one step.
+struct Lanes {
+    of: Vec<usize>,
+    ready: Vec<std::collections::BTreeSet<usize>>,
+    /// The node of each lane from 2 on.
+    node: Vec<String>,
+    count: usize,
+}
+
+const PSEUDO_LANE: usize = 0;
+const FREE_LANE: usize = 1;
+
+impl Lanes {
+    fn new(graph: &Graph, node_limit: usize) -> Lanes {
+        let mut node: Vec<String> = Vec::new();
+        let mut index: std::collections::BTreeMap<&str, usize> = Default::default();
+        let of = graph
+            .actions
+            .iter()
+            .map(|a| match (&a.kind, &a.node) {
+                (ActionKind::Pseudo, _) => PSEUDO_LANE,
+                (ActionKind::Rsc(_), Some((n, _))) if node_limit > 0 => *index.entry(n.as_str()).or_insert_with(|| {
+                    node.push(n.clone());
+                    node.len() + 1
+                }),
+                _ => FREE_LANE,
+            })
+            .collect();
+        Lanes { of, ready: vec![Default::default(); node.len() + 2], node, count: 0 }
+    }
+
+    fn insert(&mut self, i: usize) {
+        if self.ready[self.of[i]].insert(i) {
+            self.count += 1;
+        }
+    }
+
+    fn remove(&mut self, i: usize) {
+        if self.ready[self.of[i]].remove(&i) {
+            self.count -= 1;
+        }
+    }
+
+    /// The first ready action of `lane` from `from` on.
+    fn next(&self, lane: usize, from: usize) -> Option<usize> {
+        self.ready[lane].range(from..).next().copied()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
 }
 
 /// A live migration step, which `migration-limit` counts.
@@ -81,8 +141,11 @@ impl Engine {
                 }
             }
         }
-        let ready = (0..n).filter(|&i| missing[i] == 0).collect();
-        Engine { id, graph, state, aborted: false, node_limit, in_flight: 0, per_node: Default::default(), migrating: Default::default(), given_up: 0, dependents, missing, ready, deadlines: Default::default() }
+        let mut lanes = Lanes::new(&graph, node_limit);
+        for i in (0..n).filter(|&i| missing[i] == 0) {
+            lanes.insert(i);
+        }
+        Engine { id, graph, state, aborted: false, node_limit, in_flight: 0, per_node: Default::default(), migrating: Default::default(), given_up: 0, dependents, missing, lanes, waiting: n, confirmed: 0, failed: 0, deadlines: Default::default() }
     }
 
     fn in_flight_on(&self, node: &str) -> usize {
@@ -107,7 +170,16 @@ impl Engine {
             self.in_flight = if is { self.in_flight + 1 } else { self.in_flight - 1 };
         }
         if self.state[i] == ActionState::Waiting {
-            self.ready.remove(&i);
+            self.lanes.remove(i);
+        }
+        for (s, up) in [(self.state[i], false), (new, true)] {
+            let counter = match s {
+                ActionState::Waiting => &mut self.waiting,
+                ActionState::Confirmed => &mut self.confirmed,
+                ActionState::Failed => &mut self.failed,
+                ActionState::InFlight { .. } => continue,
+            };
+            *counter = if up { *counter + 1 } else { *counter - 1 };
         }
         if let ActionState::InFlight { deadline_ms: Some(d) } = self.state[i] {
             self.deadlines.remove(&(d, i));
@@ -121,7 +193,7 @@ impl Engine {
                 let d = self.dependents[i][k];
                 self.missing[d] -= 1;
                 if self.missing[d] == 0 && self.state[d] == ActionState::Waiting {
-                    self.ready.insert(d);
+                    self.lanes.insert(d);
                 }
             }
         }
@@ -135,22 +207,14 @@ impl Engine {
         self.state.get(i).copied()
     }
 
-    fn count(&self, f: impl Fn(&ActionState) -> bool) -> usize {
-        self.state.iter().filter(|s| f(s)).count()
-    }
-
     pub fn in_flight(&self) -> usize {
         self.in_flight
     }
     pub fn confirmed(&self) -> usize {
-        self.count(|s| *s == ActionState::Confirmed)
+        self.confirmed
     }
     pub fn failed(&self) -> usize {
-        self.count(|s| *s == ActionState::Failed)
-    }
-
-    fn ready(&self, i: usize) -> bool {
-        self.ready.contains(&i)
+        self.failed
     }
 
     /// Fire every action that may run now: inputs confirmed, not aborted, within
@@ -163,39 +227,37 @@ impl Engine {
         }
         loop {
             let mut progressed = false;
-            let candidates: Vec<usize> = self.ready.iter().copied().collect();
-            for i in candidates {
-                if !self.ready(i) {
-                    continue;
-                }
-                let a = &self.graph.actions[i];
-                if matches!(a.kind, ActionKind::Pseudo) {
-                    self.set(i, ActionState::Confirmed);
-                    progressed = true;
-                    continue;
-                }
-                let limit = self.graph.batch_limit;
-                if limit > 0 && self.in_flight() >= limit {
-                    continue;
-                }
-                let per_node = matches!(a.kind, ActionKind::Rsc(_)) && self.node_limit > 0;
-                if per_node && a.node.as_ref().is_some_and(|(n, _)| self.in_flight_on(n) >= self.node_limit) {
-                    continue;
-                }
-                // migration-limit: -1 is no limit, 0 allows no migration at all (Pacemaker's).
-                let migrations = self.graph.migration_limit;
-                if migrations >= 0 && is_migration(a) && a.node.as_ref().is_some_and(|(n, _)| self.migrations_on(n) as i64 >= migrations) {
-                    continue;
-                }
-                let deadline_ms = match &a.kind {
-                    ActionKind::Rsc(op) => Some(now_ms + op.timeout_ms + self.graph.cluster_delay_ms),
-                    _ => None,
-                };
-                self.set(i, ActionState::InFlight { deadline_ms });
-                out.push(i);
+            while let Some(i) = self.lanes.next(PSEUDO_LANE, 0) {
+                self.set(i, ActionState::Confirmed);
                 progressed = true;
             }
+            for lane in FREE_LANE..self.lanes.ready.len() {
+                let node_full = |e: &Engine| lane > FREE_LANE && e.in_flight_on(&e.lanes.node[lane - 2]) >= e.node_limit;
+                let mut from = 0;
+                loop {
+                    let limit = self.graph.batch_limit;
+                    if (limit > 0 && self.in_flight() >= limit) || node_full(self) {
+                        break;
+                    }
+                    let Some(i) = self.lanes.next(lane, from) else { break };
+                    from = i + 1;
+                    let a = &self.graph.actions[i];
+                    // migration-limit: -1 is no limit, 0 allows no migration at all (Pacemaker's).
+                    let migrations = self.graph.migration_limit;
+                    if migrations >= 0 && is_migration(a) && a.node.as_ref().is_some_and(|(n, _)| self.migrations_on(n) as i64 >= migrations) {
+                        continue;
+                    }
+                    let deadline_ms = match &a.kind {
+                        ActionKind::Rsc(op) => Some(now_ms + op.timeout_ms + self.graph.cluster_delay_ms),
+                        _ => None,
+                    };
+                    self.set(i, ActionState::InFlight { deadline_ms });
+                    out.push(i);
+                    progressed = true;
+                }
+            }
             if !progressed {
+                out.sort_unstable();
                 return out;
             }
         }
@@ -272,15 +334,14 @@ impl Engine {
         if self.in_flight() > 0 {
             return None;
         }
-        let waiting = self.count(|s| *s == ActionState::Waiting);
-        if waiting == 0 {
+        if self.waiting == 0 {
             return Some(if self.failed() > 0 { Outcome::Terminated } else { Outcome::Complete });
         }
         if self.aborted {
-            return Some(if self.failed() > 0 && self.ready.is_empty() { Outcome::Terminated } else { Outcome::Stopped });
+            return Some(if self.failed() > 0 && self.lanes.is_empty() { Outcome::Terminated } else { Outcome::Stopped });
         }
         // Waiting actions none of which can ever fire: their inputs failed.
-        if self.ready.is_empty() {
+        if self.lanes.is_empty() {
             return Some(Outcome::Terminated);
         }
         None

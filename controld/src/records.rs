@@ -162,7 +162,7 @@ pub fn inflate(bytes: &[u8]) -> Result<Vec<u8>, String> {
 pub fn minority_view(doc: &mut cib::xml::Document, m: &crate::core::Minority) {
     doc.root.set_attr("have-quorum", if m.quorate { "1" } else { "0" });
     doc.root.set_attr("dc-uuid", &m.dc.to_string());
-    let Some(status) = doc.root.elements_mut().find(|e| e.name == "status") else { return };
+    let Some(status) = doc.root.child_mut("status") else { return };
     for ns in status.elements_mut().filter(|e| e.name == "node_state") {
         if ns.id().and_then(|id| id.parse::<u32>().ok()).is_some_and(|id| m.outside.contains(&id)) {
             ns.set_attr("in_ccm", "false");
@@ -287,7 +287,7 @@ fn merge_into(into: &mut Element, frag: Element) {
     }
     for child in frag.children {
         let cib::xml::Node::Element(c) = child else { continue };
-        let same = into.elements_mut().find(|e| e.name == c.name && e.id() == c.id());
+        let same = into.find_mut(|e| e.name == c.name && e.id() == c.id());
         match same {
             Some(e) => merge_into(e, std::sync::Arc::unwrap_or_clone(c)),
             None => into.children.push(cib::xml::Node::Element(c)),

@@ -7,7 +7,7 @@ use anyhow::{anyhow, Result};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     // One line on failure, as every halo command: what failed and why.
     if let Err(e) = run().await {

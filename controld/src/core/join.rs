@@ -44,7 +44,7 @@ impl Controller {
             }
             let pending = cib::status::unfinished_op_record(rsc, action, 0, key, None, self.now.epoch_s, "halo-controld");
             let last_id = format!("{rsc}_last_0");
-            let existing = doc.root.elements_mut().find(|r| r.name == "lrm_resource" && r.id() == Some(rsc.as_str()));
+            let existing = doc.root.find_mut(|r| r.name == "lrm_resource" && r.id() == Some(rsc.as_str()));
             match existing {
                 Some(r) => {
                     r.children.retain(|c| !matches!(c, cib::xml::Node::Element(e) if e.id() == Some(last_id.as_str())));

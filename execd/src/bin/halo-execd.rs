@@ -2,7 +2,7 @@
 
 use anyhow::{anyhow, Result};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     // One line on failure, as every halo command: what failed and why.
     if let Err(e) = run().await {
