@@ -156,7 +156,7 @@ pub async fn cpg(dir: Option<&Path>, cmd: CpgCmd) -> Result<()> {
     let mut c = connect(dir, Daemon::Membershipd).await?;
     match cmd {
         CpgCmd::Send { group, message } => {
-            c.cpg_send(pb::CpgSendRequest { group, data: message.into_bytes(), pid: 0 }).await.map_err(status_err)?;
+            c.cpg_send(pb::CpgSendRequest { group, data: message.into_bytes(), pid: 0, to: Vec::new() }).await.map_err(status_err)?;
         }
         CpgCmd::Listen { group } => {
             let mut stream = c.cpg_join(pb::CpgJoinRequest { group }).await.map_err(status_err)?.into_inner();
@@ -207,7 +207,7 @@ async fn bench(mut c: MembershipClient<Channel>, group: String, seconds: u64, si
             sends.join_next().await;
         }
         let mut cc = c.clone();
-        let req = pb::CpgSendRequest { group: group.clone(), data: payload.clone(), pid: me.pid };
+        let req = pb::CpgSendRequest { group: group.clone(), data: payload.clone(), pid: me.pid, to: Vec::new() };
         sends.spawn(async move { cc.cpg_send(req).await.is_ok() });
         sent += 1;
     }

@@ -57,7 +57,7 @@ async fn execd_runs_halo_agents_and_reports_a_dead_service() {
     sb.start("node1");
     sb.start("node2");
     let mut c = client(&sb, "node1").await;
-    let mut events = c.events(pb::EventsRequest {}).await.unwrap().into_inner();
+    let mut events = c.events(pb::EventsRequest { recurring_only: false }).await.unwrap().into_inner();
     let port = (sb.port + 7).to_string();
     let params = [("ip", "127.0.0.100"), ("port", port.as_str())];
 

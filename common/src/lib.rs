@@ -7,10 +7,12 @@
 //! - [`authkey`]: the cluster key file and the packet key derived from it.
 //! - [`paths`]: every file and directory a node uses, derived from its config,
 //!   so several nodes can run on one host.
+//! - [`logging`]: the daemons' log setup.
 
 pub mod args;
 pub mod authkey;
 pub mod config;
+pub mod logging;
 pub mod paths;
 
 pub use authkey::{generate_authkey, read_authkey, AuthKey, AuthKeyError};

@@ -204,7 +204,7 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
         }
     };
     let writer_cib = cibclient::Cib::connect(&setup.cib_socket).await.map_err(|e| anyhow!("{e}"))?;
-    let mut events = execd.clone().events(xpb::EventsRequest {}).await.map_err(|e| anyhow!("halo-execd: {}", e.message()))?.into_inner();
+    let mut events = execd.clone().events(xpb::EventsRequest { recurring_only: true }).await.map_err(|e| anyhow!("halo-execd: {}", e.message()))?.into_inner();
     let (mut group, pid) = proto::cpg_join(&mut membership, GROUP).await.map_err(|e| anyhow!("{e}"))?;
     tracing::info!("node {} ({}) joined {GROUP}", setup.name, setup.me);
 
@@ -295,7 +295,7 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
         let m = membership.clone();
         tokio::spawn(async move {
             let dropped = |msg: &pb::PeerMessage| tracing::error!("a {}-byte message exceeds the group's limit; dropped", msg.encoded_len());
-            if let Err(e) = proto::send_batched(m, GROUP, pid, send_rx, |messages| pb::PeerMessages { messages }, MAX_PEER_MESSAGE, BATCH_BYTES, dropped).await {
+            if let Err(e) = proto::send_batched(m, GROUP, pid, send_rx, |messages| pb::PeerMessages { messages }, addressees, MAX_PEER_MESSAGE, BATCH_BYTES, dropped).await {
                 tracing::error!("cannot send to {GROUP}: {e}");
             }
         });
@@ -512,5 +512,23 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
                 });
             }
         }
+    }
+}
+
+/// The nodes a group message is for (empty: every node). Each controller ignores what names
+/// another node, so those nodes need not be given it: an op and its result reach two
+/// controllers, not all of them.
+fn addressees(m: &pb::PeerMessage) -> Vec<u32> {
+    use pb::peer_message::Body;
+    let one = |n: u32| if n == 0 { Vec::new() } else { vec![n] };
+    match &m.body {
+        Some(Body::Execute(x)) => one(x.to),
+        Some(Body::Result(r)) => one(r.dc),
+        Some(Body::Join(j)) => one(j.dc),
+        Some(Body::ShutdownRequest(r)) => one(r.dc),
+        Some(Body::Shutdown(s)) => one(s.to),
+        Some(Body::Attribute(a)) => one(a.dc),
+        Some(Body::Forget(f)) => one(f.node),
+        Some(Body::Seniority(_)) | None => Vec::new(),
     }
 }

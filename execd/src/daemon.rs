@@ -149,7 +149,9 @@ impl ExecutorApi for Api {
 
     async fn events(&self, req: Request<pb::EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
         authorize(&req)?;
+        let recurring_only = req.get_ref().recurring_only;
         let s = BroadcastStream::new(self.ex.subscribe())
+            .filter(move |r| !(recurring_only && r.as_ref().is_ok_and(|e| e.record.interval_ms == 0)))
             .map(|r| r.map(|e| to_event(&e)).map_err(|_| Status::data_loss("the listener fell behind the executor's results; re-read the history")));
         Ok(Response::new(Box::pin(s)))
     }

@@ -168,7 +168,7 @@ async fn join_group(fencer: &Fencer, sock: &Path, names: HashMap<u32, String>) -
     fencer.set_peers(peers.clone());
     tokio::spawn(async move {
         while let Some(data) = out_rx.recv().await {
-            if let Err(e) = membership.cpg_send(mpb::CpgSendRequest { group: GROUP.into(), data, pid }).await {
+            if let Err(e) = membership.cpg_send(mpb::CpgSendRequest { group: GROUP.into(), data, pid, to: Vec::new() }).await {
                 tracing::error!("halo-membershipd refused a fencer message: {}", e.message());
             }
         }

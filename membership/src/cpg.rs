@@ -93,6 +93,8 @@ pub enum CpgError {
     AlreadyJoined { group: String, pid: u32 },
     #[error("process {pid} is not a member of group {group:?}")]
     NotJoined { group: String, pid: u32 },
+    #[error("a message may be addressed to at most 64 nodes, not {0}")]
+    TooManyAddressees(usize),
 }
 
 /// Counters a daemon exposes.
@@ -121,13 +123,17 @@ const T_LEAVE: u8 = 2;
 const T_PROCDOWN: u8 = 3;
 const T_MCAST: u8 = 4;
 const T_JOINLIST: u8 = 5;
+const T_MCAST_TO: u8 = 6;
+/// The most nodes one message may be addressed to.
+const MAX_ADDRESSEES: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Msg {
     Join { group: String, pid: u32 },
     Leave { group: String, pid: u32 },
     ProcDown { group: String, pid: u32 },
-    Mcast { group: String, pid: u32, data: Vec<u8> },
+    /// `to`: the nodes whose members are given it (empty: every node).
+    Mcast { group: String, pid: u32, to: Vec<NodeId>, data: Vec<u8> },
     JoinList { ring: RingId, entries: Vec<(String, u32)> },
 }
 
@@ -149,9 +155,17 @@ impl Msg {
                 put_group(&mut out, group);
                 out.extend_from_slice(&pid.to_le_bytes());
             }
-            Msg::Mcast { group, pid, data } => {
-                out.reserve(10 + group.len() + data.len());
-                out.push(T_MCAST);
+            Msg::Mcast { group, pid, to, data } => {
+                out.reserve(11 + 4 * to.len() + group.len() + data.len());
+                if to.is_empty() {
+                    out.push(T_MCAST);
+                } else {
+                    out.push(T_MCAST_TO);
+                    out.push(to.len() as u8);
+                    for n in to {
+                        out.extend_from_slice(&n.to_le_bytes());
+                    }
+                }
                 put_group(&mut out, group);
                 out.extend_from_slice(&pid.to_le_bytes());
                 out.extend_from_slice(&(data.len() as u32).to_le_bytes());
@@ -177,13 +191,23 @@ impl Msg {
             T_JOIN => Msg::Join { group: r.group()?, pid: r.u32()? },
             T_LEAVE => Msg::Leave { group: r.group()?, pid: r.u32()? },
             T_PROCDOWN => Msg::ProcDown { group: r.group()?, pid: r.u32()? },
-            T_MCAST => {
+            t @ (T_MCAST | T_MCAST_TO) => {
+                let mut to = Vec::new();
+                if t == T_MCAST_TO {
+                    let count = r.u8()? as usize;
+                    if count == 0 || count > MAX_ADDRESSEES {
+                        return None;
+                    }
+                    for _ in 0..count {
+                        to.push(r.u32()?);
+                    }
+                }
                 let (group, pid) = (r.group()?, r.u32()?);
                 let len = r.u32()? as usize;
                 if len > MAX_MESSAGE {
                     return None;
                 }
-                Msg::Mcast { group, pid, data: r.take(len)?.to_vec() }
+                Msg::Mcast { group, pid, to, data: r.take(len)?.to_vec() }
             }
             T_JOINLIST => {
                 let ring = RingId { rep: r.u32()?, seq: r.u64()? };
@@ -320,14 +344,23 @@ impl Cpg {
     /// Multicast to `group` in agreed order; only a process that joined (and has not asked to
     /// leave) may send. Its own join is ordered before the message.
     pub fn mcast(&mut self, group: &str, pid: u32, data: Vec<u8>) -> Result<(), CpgError> {
+        self.mcast_to(group, pid, data, &[])
+    }
+
+    /// Multicast that only members on the nodes `to` are given (every node if empty): it is
+    /// ordered with the group's other messages everywhere, and skipped where not addressed.
+    pub fn mcast_to(&mut self, group: &str, pid: u32, data: Vec<u8>, to: &[NodeId]) -> Result<(), CpgError> {
         check_group(group)?;
         if data.len() > MAX_MESSAGE {
             return Err(CpgError::TooLarge(data.len()));
         }
+        if to.len() > MAX_ADDRESSEES {
+            return Err(CpgError::TooManyAddressees(to.len()));
+        }
         if !self.intent.contains(&(pid, group.to_string())) {
             return Err(CpgError::NotJoined { group: group.to_string(), pid });
         }
-        self.push(Msg::Mcast { group: group.to_string(), pid, data });
+        self.push(Msg::Mcast { group: group.to_string(), pid, to: to.to_vec(), data });
         Ok(())
     }
 
@@ -441,9 +474,12 @@ impl Cpg {
             }
             Msg::Leave { group, pid } => self.remove_one(group, (sender, pid), Reason::Leave),
             Msg::ProcDown { group, pid } => self.remove_one(group, (sender, pid), Reason::ProcDown),
-            Msg::Mcast { group, pid, data } => {
+            Msg::Mcast { group, pid, to, data } => {
                 if !self.groups.get(&group).is_some_and(|s| s.contains(&(sender, pid))) {
                     self.stats.not_member += 1;
+                    return;
+                }
+                if !to.is_empty() && !to.contains(&self.local) {
                     return;
                 }
                 let local_members = self.local_pids(&group);
@@ -904,8 +940,9 @@ mod tests {
             Msg::Join { group: "g".into(), pid: 1 },
             Msg::Leave { group: "x".repeat(128), pid: u32::MAX },
             Msg::ProcDown { group: "é".into(), pid: 0 },
-            Msg::Mcast { group: "g".into(), pid: 9, data: vec![] },
-            Msg::Mcast { group: "g".into(), pid: 9, data: vec![7; 300] },
+            Msg::Mcast { group: "g".into(), pid: 9, to: vec![], data: vec![] },
+            Msg::Mcast { group: "g".into(), pid: 9, to: vec![], data: vec![7; 300] },
+            Msg::Mcast { group: "g".into(), pid: 9, to: vec![2, 7], data: vec![7; 30] },
             Msg::JoinList { ring, entries: vec![] },
             Msg::JoinList { ring, entries: vec![("a".into(), 1), ("b".into(), 2)] },
         ];
@@ -1023,8 +1060,8 @@ mod tests {
         assert!(matches!(sim.op(2, |c| c.mcast("g", 20, vec![1])), Err(CpgError::NotJoined { .. })));
         sim.drain();
         // A forged or stale multicast from a process that is not a member is dropped everywhere.
-        let forged = Msg::Mcast { group: "g".into(), pid: 20, data: vec![1] }.encode();
-        let unknown_group = Msg::Mcast { group: "nope".into(), pid: 10, data: vec![1] }.encode();
+        let forged = Msg::Mcast { group: "g".into(), pid: 20, to: vec![], data: vec![1] }.encode();
+        let unknown_group = Msg::Mcast { group: "nope".into(), pid: 10, to: vec![], data: vec![1] }.encode();
         sim.feed(&[1, 2], Item::Msg(2, forged));
         sim.feed(&[1, 2], Item::Msg(1, unknown_group));
         // A node outside the configuration is ignored altogether.
@@ -1039,13 +1076,36 @@ mod tests {
     }
 
     #[test]
+    fn cpg_addressed_messages_reach_only_their_nodes_in_order() {
+        let mut sim = started(&[1, 2, 3]);
+        for id in [1, 2, 3] {
+            sim.op(id, |c| c.join("g", 10)).unwrap();
+        }
+        sim.drain();
+        for id in [1, 2, 3] {
+            sim.take_events(id);
+        }
+        sim.op(1, |c| c.mcast_to("g", 10, vec![1], &[2])).unwrap();
+        sim.op(1, |c| c.mcast("g", 10, vec![2])).unwrap();
+        sim.op(1, |c| c.mcast_to("g", 10, vec![3], &[2, 3])).unwrap();
+        assert_eq!(sim.op(1, |c| c.mcast_to("g", 10, vec![4], &[1; 65])), Err(CpgError::TooManyAddressees(65)));
+        sim.drain();
+        let got = |sim: &mut Sim, id| -> Vec<u8> {
+            sim.take_events(id).into_iter().filter_map(|e| if let CpgEvent::Deliver { data, .. } = e { Some(data[0]) } else { None }).collect()
+        };
+        assert_eq!(got(&mut sim, 1), vec![2]);
+        assert_eq!(got(&mut sim, 2), vec![1, 2, 3]);
+        assert_eq!(got(&mut sim, 3), vec![2, 3]);
+    }
+
+    #[test]
     fn cpg_malformed_payloads_in_the_stream_are_ignored() {
         let mut sim = started(&[1, 2]);
         sim.op(1, |c| c.join("g", 10)).unwrap();
         sim.drain();
         sim.take_events(1);
         sim.take_events(2);
-        let mut good = Msg::Mcast { group: "g".into(), pid: 10, data: vec![5; 20] }.encode();
+        let mut good = Msg::Mcast { group: "g".into(), pid: 10, to: vec![], data: vec![5; 20] }.encode();
         good.pop();
         for junk in [vec![], vec![0xff], good, vec![T_LEAVE, 1, b'g']] {
             sim.feed(&[1, 2], Item::Msg(1, junk));

@@ -31,7 +31,8 @@ pub enum Command {
     Quorum(oneshot::Sender<pb::QuorumStatus>),
     CpgJoin { group: String, reply: oneshot::Sender<Result<(u32, mpsc::Receiver<pb::CpgEvent>), String>> },
     CpgGone { pid: u32 },
-    CpgSend { group: String, pid: u32, data: Vec<u8>, reply: oneshot::Sender<Result<(), String>> },
+    /// `to`: the nodes it is delivered on (empty: every node).
+    CpgSend { group: String, pid: u32, data: Vec<u8>, to: Vec<u32>, reply: oneshot::Sender<Result<(), String>> },
 }
 
 struct Core {
@@ -284,18 +285,18 @@ impl Core {
                     self.cpg.client_gone(pid);
                 }
             }
-            Command::CpgSend { group, pid, data, reply } if pid != 0 => {
-                let r = if self.clients.contains_key(&pid) { self.cpg.mcast(&group, pid, data).map_err(|e| e.to_string()) } else { Err(format!("no process-group member {pid} on this node")) };
+            Command::CpgSend { group, pid, data, to, reply } if pid != 0 => {
+                let r = if self.clients.contains_key(&pid) { self.cpg.mcast_to(&group, pid, data, &to).map_err(|e| e.to_string()) } else { Err(format!("no process-group member {pid} on this node")) };
                 let _ = reply.send(r);
             }
-            Command::CpgSend { group, data, reply, .. } => {
+            Command::CpgSend { group, data, to, reply, .. } => {
                 // A transient member: join, send, leave, all in one ordered sequence.
                 let pid = self.next_pid;
                 self.next_pid = self.next_pid.wrapping_add(1).max(1);
                 let r = self
                     .cpg
                     .join(&group, pid)
-                    .and_then(|_| self.cpg.mcast(&group, pid, data))
+                    .and_then(|_| self.cpg.mcast_to(&group, pid, data, &to))
                     .and_then(|_| self.cpg.leave(&group, pid))
                     .map_err(|e| e.to_string());
                 let _ = reply.send(r);

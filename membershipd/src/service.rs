@@ -69,7 +69,7 @@ impl Membership for Api {
 
     async fn cpg_send(&self, req: Request<pb::CpgSendRequest>) -> Result<Response<pb::CpgSendReply>, Status> {
         let r = req.into_inner();
-        self.ask(|reply| Command::CpgSend { group: r.group, pid: r.pid, data: r.data, reply }).await?.map_err(Status::invalid_argument)?;
+        self.ask(|reply| Command::CpgSend { group: r.group, pid: r.pid, data: r.data, to: r.to, reply }).await?.map_err(Status::invalid_argument)?;
         Ok(Response::new(pb::CpgSendReply {}))
     }
 }

@@ -68,15 +68,21 @@ pub async fn cpg_join(
 
 /// The one sender of a daemon's group messages: what is queued in `rx` goes out in order,
 /// batched into group messages of about `batch_bytes` (`batch` wraps a list; the receiver
-/// decodes that list and takes its messages in order). A message whose encoding exceeds
-/// `max_one` cannot travel: `dropped` is told and it is skipped. Returns when the queue
-/// closes (Ok) or halo-membershipd refuses a send (Err, its reason).
+/// decodes that list and takes its messages in order). `to` names the nodes a message is
+/// for (empty: all): what is queued at once goes as one batch per set of nodes, delivered
+/// on those nodes alone (the others would decode it only to drop it). Each node still gets
+/// its messages in the order they were queued: messages for other nodes may overtake one
+/// another, never a message for all. A message whose encoding exceeds `max_one` cannot
+/// travel: `dropped` is told and it is skipped. Returns when the queue closes (Ok) or
+/// halo-membershipd refuses a send (Err, its reason).
+#[allow(clippy::too_many_arguments)]
 pub async fn send_batched<M: prost::Message, B: prost::Message>(
     mut membership: membership::membership_client::MembershipClient<tonic::transport::Channel>,
     group: &str,
     pid: u32,
     mut rx: tokio::sync::mpsc::Receiver<M>,
     batch: impl Fn(Vec<M>) -> B,
+    to: impl Fn(&M) -> Vec<u32>,
     max_one: usize,
     batch_bytes: usize,
     dropped: impl Fn(&M),
@@ -89,25 +95,62 @@ pub async fn send_batched<M: prost::Message, B: prost::Message>(
         ok
     };
     while let Some(first) = rx.recv().await {
-        if !fits(&first) {
-            continue;
-        }
-        let mut size = first.encoded_len();
-        let mut messages = vec![first];
-        while size < batch_bytes {
-            match rx.try_recv() {
-                Ok(m) if fits(&m) => {
-                    size += m.encoded_len();
-                    messages.push(m);
-                }
-                Ok(_) => {}
-                Err(_) => break,
+        let mut queued = Vec::new();
+        let mut size = 0;
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            if fits(&m) {
+                size += m.encoded_len();
+                queued.push(m);
+            }
+            if size < batch_bytes {
+                next = rx.try_recv().ok();
             }
         }
-        let data = batch(messages).encode_to_vec();
-        membership.cpg_send(membership::CpgSendRequest { group: group.into(), data, pid }).await.map_err(|e| e.message().to_string())?;
+        for (nodes, messages) in by_addressees(queued, &to) {
+            let data = batch(messages).encode_to_vec();
+            membership.cpg_send(membership::CpgSendRequest { group: group.into(), data, pid, to: nodes }).await.map_err(|e| e.message().to_string())?;
+        }
     }
     Ok(())
+}
+
+/// `queued` in batches by addressees (empty: all nodes), in order of first appearance; a
+/// message for all nodes is a barrier that nothing after it is moved across.
+fn by_addressees<M>(queued: Vec<M>, to: &impl Fn(&M) -> Vec<u32>) -> Vec<(Vec<u32>, Vec<M>)> {
+    let mut batches: Vec<(Vec<u32>, Vec<M>)> = Vec::new();
+    let mut barrier = 0;
+    for m in queued {
+        let nodes = to(&m);
+        if nodes.is_empty() {
+            match batches.last_mut().filter(|(n, _)| n.is_empty()) {
+                Some((_, b)) => b.push(m),
+                None => batches.push((nodes, vec![m])),
+            }
+            barrier = batches.len();
+            continue;
+        }
+        match batches[barrier..].iter_mut().find(|(n, _)| *n == nodes) {
+            Some((_, b)) => b.push(m),
+            None => batches.push((nodes, vec![m])),
+        }
+    }
+    batches
+}
+
+#[cfg(test)]
+mod batching_tests {
+    #[test]
+    fn batches_by_addressees_keep_each_nodes_order_and_broadcasts_in_place() {
+        // (addressee, label); addressee 0 is every node.
+        let queued = vec![(2, "a"), (3, "b"), (2, "c"), (0, "all1"), (0, "all2"), (3, "d"), (2, "e"), (3, "f")];
+        let to = |m: &(u32, &str)| if m.0 == 0 { Vec::new() } else { vec![m.0] };
+        let got: Vec<(Vec<u32>, Vec<&str>)> = super::by_addressees(queued, &to).into_iter().map(|(n, b)| (n, b.into_iter().map(|m| m.1).collect())).collect();
+        assert_eq!(
+            got,
+            vec![(vec![2], vec!["a", "c"]), (vec![3], vec!["b"]), (vec![], vec!["all1", "all2"]), (vec![3], vec!["d", "f"]), (vec![2], vec!["e"])]
+        );
+    }
 }
 
 /// [`connect_unix`], retried until the socket answers or `within` has passed (a daemon

@@ -18,7 +18,7 @@ async fn main() {
 
 async fn run() -> Result<()> {
     let args = common::args::DaemonArgs::parse("halo-cibd", std::env::args().skip(1)).map_err(|e| anyhow!("{e}"))?;
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HALO_LOG").unwrap_or_else(|_| "info".into())).init();
+    common::logging::init();
     // --node is accepted for symmetry with the other daemons; the local node is the one
     // halo-membershipd runs as.
     let setup = cibd::daemon::Setup::load(&args.config)?;

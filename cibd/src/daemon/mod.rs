@@ -133,7 +133,7 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
 /// stops (and so stops the core) when halo-membershipd refuses.
 async fn send_peers(membership: MembershipClient<Channel>, pid: u32, rx: mpsc::Receiver<PeerMessage>) {
     let dropped = |m: &PeerMessage| tracing::error!("a {}-byte message for node {} exceeds the group's limit; dropped", m.encoded_len(), m.to);
-    if let Err(e) = proto::send_batched(membership, GROUP, pid, rx, |messages| PeerBatch { messages }, MAX_PEER_MESSAGE, BATCH_BYTES, dropped).await {
+    if let Err(e) = proto::send_batched(membership, GROUP, pid, rx, |messages| PeerBatch { messages }, |m| if m.to == 0 { Vec::new() } else { vec![m.to as u32] }, MAX_PEER_MESSAGE, BATCH_BYTES, dropped).await {
         tracing::error!("halo-membershipd refused a CIB group message: {e}");
     }
 }

@@ -13,7 +13,7 @@ async fn main() {
 
 async fn run() -> Result<()> {
     let args = common::args::DaemonArgs::parse("halo-execd", std::env::args().skip(1)).map_err(|e| anyhow!("{e}"))?;
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HALO_LOG").unwrap_or_else(|_| "info".into())).init();
+    common::logging::init();
     let setup = execd::daemon::Setup::load(&args.config, args.node.as_deref())?;
     let listener = proto::bind_local_api(&setup.socket).map_err(|e| anyhow!("{e}"))?;
     let shutdown = proto::shutdown_signal()?;

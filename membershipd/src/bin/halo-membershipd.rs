@@ -13,7 +13,7 @@ async fn main() {
 
 async fn run() -> Result<()> {
     let common::args::DaemonArgs { config, node } = common::args::DaemonArgs::parse("halo-membershipd", std::env::args().skip(1)).map_err(|e| anyhow!("{e}"))?;
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HALO_LOG").unwrap_or_else(|_| "info".into())).init();
+    common::logging::init();
     let setup = membershipd::Setup::load(&config, node.as_deref())?;
     let sock = setup.socket_path();
     let listener = proto::bind_local_api(&sock).map_err(|e| anyhow!("{e}"))?;
