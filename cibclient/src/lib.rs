@@ -65,8 +65,9 @@ impl Cib {
         }
     }
 
-    pub async fn watch(&mut self) -> Result<tonic::Streaming<pb::WatchEvent>, Error> {
-        Ok(self.client.watch(pb::WatchRequest {}).await.map_err(|e| Error::Refused(e.message().to_string()))?.into_inner())
+    /// The committed changes from now on (with `configuration_only`, those of the configuration).
+    pub async fn watch(&mut self, configuration_only: bool) -> Result<tonic::Streaming<pb::WatchEvent>, Error> {
+        Ok(self.client.watch(pb::WatchRequest { configuration_only }).await.map_err(|e| Error::Refused(e.message().to_string()))?.into_inner())
     }
 
     pub async fn status(&mut self) -> Result<pb::CibStatus, Error> {
@@ -107,15 +108,29 @@ pub struct Follower {
     /// while reading (a `select!`, a timeout) loses nothing: the next call reads again.
     missed: Option<Change>,
     stale: bool,
+    /// Told of configuration changes only: the copy's status (and version) lag, so a change
+    /// usually finds the copy behind and reads it whole (expected, not a gap).
+    configuration_only: bool,
 }
 
 impl Follower {
     /// Subscribe first, then read: no change falls between the two.
     pub async fn start(sock: &Path) -> Result<Follower, Error> {
+        Self::start_with(sock, false).await
+    }
+
+    /// A follower of the configuration alone (the fencer's): status-only writes, most of a
+    /// cluster's, are not even sent to it. Its copy is whole and current as of the last
+    /// configuration change; the status in it may be older.
+    pub async fn start_configuration_only(sock: &Path) -> Result<Follower, Error> {
+        Self::start_with(sock, true).await
+    }
+
+    async fn start_with(sock: &Path, configuration_only: bool) -> Result<Follower, Error> {
         let mut cib = Cib::connect(sock).await?;
-        let stream = cib.watch().await?;
+        let stream = cib.watch(configuration_only).await?;
         let doc = cib.query().await?;
-        Ok(Follower { sock: sock.to_path_buf(), cib, stream, doc, index: 0, missed: None, stale: false })
+        Ok(Follower { sock: sock.to_path_buf(), cib, stream, doc, index: 0, missed: None, stale: false, configuration_only })
     }
 
     /// The next committed change, applied to `doc`. A patch that does not apply to the
@@ -138,7 +153,11 @@ impl Follower {
                     return Ok(Change { index: ev.index, patch });
                 }
                 Err(e) => {
-                    tracing::warn!("the CIB copy missed a change ({e}); reading it again");
+                    if self.configuration_only {
+                        tracing::debug!("the configuration changed; reading the CIB again ({e})");
+                    } else {
+                        tracing::warn!("the CIB copy missed a change ({e}); reading it again");
+                    }
                     self.missed = Some(Change { index: ev.index, patch });
                     self.stale = true;
                 }

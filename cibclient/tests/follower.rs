@@ -19,7 +19,7 @@ fn cib_at(epoch: u32, n: usize) -> Document {
 }
 
 fn event(index: u64, from: &Document, to: &Document) -> pb::WatchEvent {
-    pb::WatchEvent { index, version: String::new(), patch: cib::diff::diff(from, to).to_xml() }
+    pb::WatchEvent { index, version: String::new(), patch: cib::diff::diff(from, to).to_xml(), configuration: true }
 }
 
 struct Stand {

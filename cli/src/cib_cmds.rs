@@ -114,7 +114,11 @@ pub enum CibCmd {
         patch: PathBuf,
     },
     /// Print each committed change of the running cluster's CIB as a v2 patchset, until interrupted.
-    Watch,
+    Watch {
+        /// Only changes of the configuration (status-only writes are not shown).
+        #[arg(long)]
+        configuration: bool,
+    },
     /// Raft state of the node's CIB replica: leader, term, voters, learners, indexes, version.
     Status,
     /// Set the CIB's raft voters (normally controld's job after fencing): e.g. `--set 1,2`.
@@ -166,7 +170,7 @@ pub fn run(cmd: CibCmd, dir: Option<&Path>) -> i32 {
         | CibCmd::Delete { target, .. }
         | CibCmd::Patch { target, .. } => target.file.is_none(),
         CibCmd::Diff { .. } => false,
-        CibCmd::Watch | CibCmd::Status | CibCmd::Voters { .. } => true,
+        CibCmd::Watch { .. } | CibCmd::Status | CibCmd::Voters { .. } => true,
     };
     let r = if live { crate::cib_live::run(cmd, dir) } else { run_on_file(cmd) };
     match r {
@@ -193,7 +197,7 @@ fn run_on_file(cmd: CibCmd) -> Result<i32, Fail> {
         CibCmd::Delete { target, input } => write(&file(target), "delete from", input.element().map(|xml| Op::Delete { xml })),
         CibCmd::Diff { old, new } => diff(&old, &new),
         CibCmd::Patch { target, patch } => write(&file(target), "patch", read_xml(&patch, "PATCHFILE").map(|diff| Op::Patch { diff })),
-        CibCmd::Watch | CibCmd::Status | CibCmd::Voters { .. } => unreachable!("live-only commands never reach file mode"),
+        CibCmd::Watch { .. } | CibCmd::Status | CibCmd::Voters { .. } => unreachable!("live-only commands never reach file mode"),
     }
 }
 

@@ -44,7 +44,7 @@ async fn run_async(cmd: CibCmd, dir: Option<&Path>) -> Result<i32, Fail> {
     let write = |op: WireOp| pb::WriteRequest { op: Some(op) };
     let (what, req) = match cmd {
         CibCmd::Query { section, xpath, .. } => return query(dir, section.unwrap_or_default(), xpath.unwrap_or_default()).await,
-        CibCmd::Watch => return watch(dir).await,
+        CibCmd::Watch { configuration } => return watch(dir, configuration).await,
         CibCmd::Status => return status(dir).await,
         CibCmd::Voters { set } => return voters(dir, set).await,
         CibCmd::Diff { .. } => unreachable!("diff acts on files"),
@@ -93,9 +93,9 @@ async fn query(dir: Option<&Path>, section: String, xpath: String) -> Result<i32
     Ok(0)
 }
 
-async fn watch(dir: Option<&Path>) -> Result<i32, Fail> {
+async fn watch(dir: Option<&Path>, configuration_only: bool) -> Result<i32, Fail> {
     let mut c = connect(dir).await?;
-    let mut s = c.watch(pb::WatchRequest {}).await.map_err(rpc_fail)?.into_inner();
+    let mut s = c.watch(pb::WatchRequest { configuration_only }).await.map_err(rpc_fail)?.into_inner();
     loop {
         match s.message().await {
             Ok(Some(ev)) => {

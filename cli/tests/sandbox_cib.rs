@@ -337,15 +337,14 @@ fn replace_patch_and_watch_against_the_running_cluster() {
     }
     let sb = Sandbox::create("cib-rpw", 3);
     start_all(&sb, &NODES3);
-    // Watch on node3 while node1 writes.
-    let watch = std::process::Command::new(HALO)
-        .arg("--dir")
-        .arg(sb.node_dir("node3"))
-        .args(["cib", "watch"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Watch on node3 while node1 writes: every change, and the configuration's alone.
+    let watcher = |args: &[&str]| std::process::Command::new(HALO).arg("--dir").arg(sb.node_dir("node3")).args(args).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let watch = watcher(&["cib", "watch"]);
+    let config_watch = watcher(&["cib", "watch", "--configuration"]);
     std::thread::sleep(Duration::from_millis(500));
+    // A status-only write.
+    let r = sb.halo("node1", &["cib", "create", "-o", "status", "--xml", r#"<node_state id="3" uname="node3" in_ccm="true" crmd="online"/>"#]);
+    assert_eq!(r.code, 0, "{}", r.err);
     // replace a section from a file
     let f = sb.dir.join("resources.xml");
     std::fs::write(&f, format!("<resources>{}{}</resources>", primitive("a"), primitive("b"))).unwrap();
@@ -373,12 +372,17 @@ fn replace_patch_and_watch_against_the_running_cluster() {
     let r = sb.halo("node2", &["cib", "patch", fp.to_str().unwrap()]);
     assert_ne!(r.code, 0);
     std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: SIGTERM to the watcher this test started.
-    unsafe { libc::kill(watch.id() as i32, libc::SIGTERM) };
-    let out = watch.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.matches("<diff format=\"2\">").count(), 2, "one patch per committed change:\n{text}");
-    assert!(text.contains("primitive[@id='c']") || text.contains(r#"<primitive id="c""#), "{text}");
+    let mut texts = Vec::new();
+    for w in [watch, config_watch] {
+        // SAFETY: SIGTERM to a watcher this test started.
+        unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
+        texts.push(String::from_utf8_lossy(&w.wait_with_output().unwrap().stdout).to_string());
+    }
+    for (text, patches) in texts.iter().zip([3, 2]) {
+        assert_eq!(text.matches("<diff format=\"2\">").count(), patches, "one patch per committed change (of the configuration: 2):\n{text}");
+        assert!(text.contains("primitive[@id='c']") || text.contains(r#"<primitive id="c""#), "{text}");
+    }
+    assert!(texts[0].contains("node_state") && !texts[1].contains("node_state"), "{texts:?}");
 }
 
 #[test]

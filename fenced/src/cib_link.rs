@@ -67,7 +67,7 @@ pub fn touches_fencing(patch: &Element, devices: &[String]) -> bool {
 pub async fn follow(fencer: Fencer, sock: PathBuf) {
     let mut warned = false;
     loop {
-        let mut follower = match Follower::start(&sock).await {
+        let mut follower = match Follower::start_configuration_only(&sock).await {
             Ok(f) => f,
             Err(e) => {
                 if !warned {

@@ -434,7 +434,7 @@ impl Core {
                 match r {
                     Ok(a) => {
                         if let Some(p) = patch {
-                            let _ = self.watch.send(pb::WatchEvent { index, version: a.version.to_string(), patch: p.to_xml() });
+                            let _ = self.watch.send(pb::WatchEvent { index, version: a.version.to_string(), configuration: changes_configuration(&p), patch: p.to_xml() });
                         }
                         Ok(pb::WriteReply { version: a.version.to_string(), index, changed: a.changed, error: None })
                     }
@@ -502,4 +502,12 @@ impl Core {
             tracing::warn!("the CIB's outgoing queue is full; {dropped} messages dropped");
         }
     }
+}
+
+/// Whether a patch changes the configuration: every such change moves the epoch (or the
+/// admin epoch), a status write only `num_updates`.
+fn changes_configuration(patch: &cib::xml::Element) -> bool {
+    let Some(v) = patch.child("version") else { return true };
+    let config = |e: Option<&cib::xml::Element>| e.map(cib::ops::Version::of).map(|v| (v.admin_epoch, v.epoch));
+    config(v.child("source")) != config(v.child("target"))
 }

@@ -171,8 +171,9 @@ impl Cib for Api {
 
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         privileged(&req, "watch the CIB's changes (patches are not filtered by ACLs)")?;
+        let configuration_only = req.get_ref().configuration_only;
         let rx = tokio_stream::wrappers::BroadcastStream::new(self.watch.subscribe());
-        let s = rx.map(|r| r.map_err(|_| Status::data_loss("the watcher fell behind the CIB's changes; watch again and re-read the CIB")));
+        let s = rx.filter(move |r| !(configuration_only && r.as_ref().is_ok_and(|e| !e.configuration))).map(|r| r.map_err(|_| Status::data_loss("the watcher fell behind the CIB's changes; watch again and re-read the CIB")));
         Ok(Response::new(Box::pin(s)))
     }
 
