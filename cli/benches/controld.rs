@@ -222,6 +222,8 @@ fn many() {
     let file = sb.dir.join("many.xml");
     std::fs::write(&file, &xml).unwrap();
     let cpu0 = daemon_cpu(&sb);
+    let ring = |sb: &Sandbox| sb.json("node1", "membership").unwrap_or_default();
+    let ring0 = ring(&sb);
     let t0 = Instant::now();
     let r = sb.halo("node1", &["cib", "create", "-o", "resources", "-x", file.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.err);
@@ -246,6 +248,13 @@ fn many() {
         per_daemon.push(format!("{d} {:.2}", used.iter().sum::<f64>()));
     }
     println!("  CPU seconds of the daemons meanwhile, 3 nodes summed: {}", per_daemon.join(", "));
+    let ring1 = ring(&sb);
+    let moved = |f: &dyn Fn(&serde_json::Value) -> Option<u64>| f(&ring1).unwrap_or(0).saturating_sub(f(&ring0).unwrap_or(0));
+    println!(
+        "  node1's membership layer meanwhile: {} packets accepted, {} group messages delivered",
+        moved(&|v| v["packets"]["accepted"].as_u64()),
+        moved(&|v| v["delivered"].as_u64())
+    );
     let cib_xml = sb.halo("node1", &["cib", "query"]).out;
     let cib = cib::Cib::parse(&cib_xml).unwrap();
     let now = chrono::Utc::now().naive_utc();
