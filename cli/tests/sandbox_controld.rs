@@ -60,6 +60,8 @@ fn a_dummy_resource_is_kept_running_through_failures_and_never_runs_twice() {
     assert!(failed.iter().any(|f| f["resource"] == "d1" && f["op"] == "monitor" && f["interval_ms"] == 1000 && f["rc"] == 7), "{v}");
     let text = sb.halo("node1", &["status"]).out;
     assert!(text.contains("Current DC:") && text.contains("partition with quorum") && text.contains("* d1\t(ocf:heartbeat:Dummy):\t Started"), "{text}");
+    // The DC's properties, as Pacemaker's DC writes them.
+    assert!(text.contains("Stack: corosync") && text.contains(&format!("(version {}-halo) - partition with quorum", env!("CARGO_PKG_VERSION"))), "{text}");
 
     // The controllers killed one by one: respawned by halod, the resource left alone.
     for n in NODES {

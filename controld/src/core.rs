@@ -774,6 +774,7 @@ impl Controller {
         if quorate && d.quorum_written != Some(true) {
             d.quorum_written = Some(true);
             self.write(records::cib_attrs(&me.to_string(), true), AfterWrite::Nothing);
+            self.write(records::dc_properties(records::DC_VERSION), AfterWrite::Nothing);
         }
         let d = self.dc.as_mut().expect("checked");
         if let Some(outcome) = d.engine.as_ref().and_then(Engine::outcome) {

@@ -76,6 +76,28 @@ pub fn cib_attrs(dc_node_id: &str, quorate: bool) -> pb::WriteRequest {
     modify(cib)
 }
 
+/// The version `dc-version` names (crm_mon: "Current DC: NODE (version V)").
+pub const DC_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "-halo");
+
+/// The cluster properties the DC keeps, as Pacemaker's does on taking over: `dc-version`
+/// and `cluster-infrastructure` in `cib-bootstrap-options` ("corosync": halo's membership
+/// layer is read from corosync.conf and offers what Corosync offers Pacemaker). Writing
+/// values already there changes nothing.
+pub fn dc_properties(version: &str) -> pb::WriteRequest {
+    let mut set = Element::new("cluster_property_set");
+    set.set_attr("id", "cib-bootstrap-options");
+    for (name, value) in [("dc-version", version), ("cluster-infrastructure", "corosync")] {
+        let mut nv = Element::new("nvpair");
+        nv.set_attr("id", &format!("cib-bootstrap-options-{name}"));
+        nv.set_attr("name", name);
+        nv.set_attr("value", value);
+        set.push(nv);
+    }
+    let mut crm_config = Element::new("crm_config");
+    crm_config.push(set);
+    modify(crm_config)
+}
+
 /// Replace a node's whole history with `lrm_resources` (the executor's `<lrm_resources>`),
 /// as the join does: one write, so no reader sees the node without history. The node
 /// must have a state already (write [`node_fields`] first).
@@ -416,6 +438,13 @@ mod tests {
         const LOCKING: &str = r#"<cib crm_feature_set="3.16.1" validate-with="pacemaker-3.9" epoch="1" num_updates="0" admin_epoch="0"><configuration><crm_config><cluster_property_set id="o"><nvpair id="o-sl" name="shutdown-lock" value="true"/><nvpair id="o-st" name="stonith-enabled" value="false"/></cluster_property_set></crm_config><nodes><node id="1" uname="n1"/><node id="2" uname="n2"/></nodes><resources><primitive id="d" class="ocf" provider="heartbeat" type="Dummy"/></resources><constraints/></configuration><status/></cib>"#;
         let mut doc = cib::xml::parse(LOCKING).unwrap();
         doc = apply(&doc, &cib_attrs("1", true));
+        // The DC's properties join an existing property set, and again change nothing.
+        doc = apply(&doc, &dc_properties("9.9-halo"));
+        let again = apply(&doc, &dc_properties("9.9-halo"));
+        assert!(cib::ops::same(&doc.root, &again.root));
+        let xml = doc.to_xml();
+        assert!(xml.contains(r#"<cluster_property_set id="cib-bootstrap-options"><nvpair id="cib-bootstrap-options-dc-version" name="dc-version" value="9.9-halo"/><nvpair id="cib-bootstrap-options-cluster-infrastructure" name="cluster-infrastructure" value="corosync"/></cluster_property_set>"#), "{xml}");
+        assert!(xml.contains(r#"<nvpair id="o-sl" name="shutdown-lock" value="true"/>"#), "{xml}");
         for n in ["1", "2"] {
             doc = apply(&doc, &node_fields(n, &format!("n{n}"), &[("in_ccm", "true"), ("crmd", "online"), ("join", "member"), ("expected", "member")]));
         }
