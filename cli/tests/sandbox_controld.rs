@@ -23,10 +23,7 @@ fn a_dummy_resource_is_kept_running_through_failures_and_never_runs_twice() {
         sb.start(n);
     }
     // Formation: a DC with every node joined.
-    wait_for(Duration::from_secs(20), "three nodes joined", || {
-        let s = status_xml(&sb, "node1");
-        (s.matches(r#"join="member""#).count() == 3 && sb.halo("node1", &["cib", "query"]).out.contains("dc-uuid=")).then_some(())
-    });
+    wait_formed(&sb, 3, Duration::from_secs(20));
     eprintln!("formation: {:?}", t0.elapsed());
 
     let r = sb.halo("node1", &["stonith", "create", "fs", "fence_sandbox", "pcmk_host_list=node1 node2 node3"]);

@@ -179,10 +179,7 @@ fn cluster(name: &str, probe_agent: bool) -> Sandbox {
             sb.start(n);
         }
     }
-    wait_for(Duration::from_secs(20), "three nodes joined under a DC", || {
-        let s = status_xml(&sb, "node1");
-        (s.matches(r#"join="member""#).count() == 3 && sb.halo("node1", &["cib", "query"]).out.contains("dc-uuid=")).then_some(())
-    });
+    wait_formed(&sb, 3, Duration::from_secs(20));
     let r = sb.halo("node1", &["stonith", "create", "fs", "fence_sandbox", "pcmk_host_list=node1 node2 node3"]);
     assert_eq!(r.code, 0, "stonith create: {}", r.err);
     eprintln!("{name}: formation {:?}", t0.elapsed());

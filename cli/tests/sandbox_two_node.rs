@@ -39,10 +39,7 @@ fn two_nodes_with_two_node_the_survivor_fences_its_peer_and_takes_over() {
     for n in BOTH {
         sb.start(n);
     }
-    wait_for(Duration::from_secs(20), "two nodes joined under a DC", || {
-        let s = status_xml(&sb, "node1");
-        (s.matches(r#"join="member""#).count() == 2 && sb.halo("node1", &["cib", "query"]).out.contains("dc-uuid=")).then_some(())
-    });
+    wait_formed(&sb, 2, Duration::from_secs(20));
     eprintln!("formation: {:?}", t0.elapsed());
     for n in BOTH {
         let q = sb.json(n, "quorum").expect("quorum status");

@@ -75,6 +75,14 @@ pub fn status_xml(sb: &Sandbox, node: &str) -> String {
     sb.halo(node, &["cib", "query", "--section", "status"]).out
 }
 
+/// Wait until node1's CIB names a DC and `nodes` nodes have joined it.
+pub fn wait_formed(sb: &Sandbox, nodes: usize, within: Duration) {
+    wait_for(within, &format!("{nodes} nodes joined under a DC"), || {
+        let s = status_xml(sb, "node1");
+        (s.matches(r#"join="member""#).count() == nodes && sb.halo("node1", &["cib", "query"]).out.contains("dc-uuid=")).then_some(())
+    });
+}
+
 pub fn status_json(sb: &Sandbox, node: &str) -> serde_json::Value {
     let r = sb.halo(node, &["status", "--output", "json"]);
     assert_eq!(r.code, 0, "halo status --output json on {node}: {}", r.err);
