@@ -142,6 +142,24 @@ pub fn decode_entry(bytes: &[u8]) -> Result<pb::LogEntry, String> {
     pb::LogEntry::decode(&raw[..]).map_err(|e| e.to_string())
 }
 
+/// Record who changed the configuration and when on the CIB's root (an empty part of the
+/// stamp is left out).
+fn stamp_root(root: &mut Element, stamp: &pb::WriterStamp) {
+    for (key, value) in [("cib-last-written", &stamp.time), ("update-user", &stamp.user), ("update-client", &stamp.client), ("update-origin", &stamp.node)] {
+        if value.is_empty() {
+            root.remove_attr(key);
+        } else {
+            root.set_attr(key, value);
+        }
+    }
+}
+
+/// The stamp of a write made now by `user` with program `client` on node `node`:
+/// the time as Pacemaker writes cib-last-written (ctime-style, local time).
+pub fn stamp_now(user: &str, client: &str, node: &str) -> pb::WriterStamp {
+    pb::WriterStamp { time: chrono::Local::now().format("%a %b %e %H:%M:%S %Y").to_string(), user: user.into(), client: client.into(), node: node.into() }
+}
+
 /// What one applied write did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
@@ -235,12 +253,20 @@ impl CibMachine {
     }
 
     /// Apply the committed entry at `index`: the write's outcome, and the patch from the
-    /// old document when it changed something and `want_patch`.
-    pub fn apply(&mut self, index: u64, op: &Op, who: Option<&Requester>, want_patch: bool) -> (Result<Applied, CibError>, Option<Element>) {
+    /// old document when it changed something and `want_patch`. A write that changes the
+    /// configuration records its `stamp` on the root, as Pacemaker's CIB does; status-only
+    /// writes leave the last change alone.
+    pub fn apply(&mut self, index: u64, op: &Op, who: Option<&Requester>, stamp: Option<&pb::WriterStamp>, want_patch: bool) -> (Result<Applied, CibError>, Option<Element>) {
         self.index = index;
         match self.result_of(op, who) {
             Err(e) => (Err(e), None),
-            Ok(next) => {
+            Ok(mut next) => {
+                if let Some(stamp) = stamp {
+                    let (old, new) = (Version::of(&self.doc.root), Version::of(&next.root));
+                    if (old.admin_epoch, old.epoch) != (new.admin_epoch, new.epoch) {
+                        stamp_root(&mut next.root, stamp);
+                    }
+                }
                 // A change always moves the version (ops::bump); only when it did not is the
                 // whole document compared.
                 let changed = Version::of(&self.doc.root) != Version::of(&next.root) || !ops::same(&self.doc.root, &next.root);
@@ -285,11 +311,11 @@ mod tests {
         let ok = create(r#"<primitive id="d" class="ocf" provider="heartbeat" type="Dummy"/>"#);
         let dup = ok.clone();
         for m in [&mut m1, &mut m2] {
-            let (r, patch) = m.apply(1, &ok, None, true);
+            let (r, patch) = m.apply(1, &ok, None, None, true);
             assert!(r.unwrap().changed);
             assert!(patch.is_some());
             let before = m.doc().to_xml();
-            let (r, patch) = m.apply(2, &dup, None, true);
+            let (r, patch) = m.apply(2, &dup, None, None, true);
             assert!(matches!(r, Err(CibError::AlreadyExists { .. })));
             assert!(patch.is_none());
             assert_eq!(m.doc().to_xml(), before);
@@ -298,6 +324,26 @@ mod tests {
         assert_eq!(m1.doc().to_xml(), m2.doc().to_xml());
         let snap = CibMachine::from_snapshot(&m1.snapshot(), 2).unwrap();
         assert_eq!(snap.doc().to_xml(), m1.doc().to_xml());
+    }
+
+    #[test]
+    fn configuration_changes_record_their_writer_and_status_changes_do_not() {
+        let mut m = CibMachine::new(genesis(&[(1, "n1".into())]), 0);
+        let stamp = |t: &str| pb::WriterStamp { time: t.into(), user: "root".into(), client: "cibadmin".into(), node: "n1".into() };
+        let (r, patch) = m.apply(1, &create(r#"<primitive id="d" class="ocf" provider="heartbeat" type="Dummy"/>"#), None, Some(&stamp("Thu Dec  3 21:14:09 2026")), true);
+        assert!(r.unwrap().changed);
+        let root = &m.doc().root;
+        assert_eq!(root.attr("cib-last-written"), Some("Thu Dec  3 21:14:09 2026"));
+        assert_eq!((root.attr("update-user"), root.attr("update-client"), root.attr("update-origin")), (Some("root"), Some("cibadmin"), Some("n1")));
+        // The patch carries the stamp, so followers of the patches see it too.
+        let mut follower = genesis(&[(1, "n1".into())]);
+        follower = cib::diff::apply_patch(&follower, &patch.unwrap()).unwrap();
+        assert_eq!(follower.to_xml(), m.doc().to_xml());
+        // A status-only write keeps the last configuration change.
+        let status = Op::Modify { xml: xml::parse(r#"<status><node_state id="1" uname="n1" in_ccm="true"/></status>"#).unwrap().root };
+        assert!(m.apply(2, &status, None, Some(&stamp("Thu Dec  3 22:00:00 2026")), false).0.unwrap().changed);
+        assert_eq!(m.doc().root.attr("cib-last-written"), Some("Thu Dec  3 21:14:09 2026"));
+        cib::Cib::from_document(m.doc().clone()).expect("a stamped CIB validates");
     }
 
     #[test]
@@ -311,7 +357,7 @@ mod tests {
             assert_eq!(decode_entry(&bytes).unwrap(), e);
             let mut m = CibMachine::new(genesis(&[(1, "n1".into())]), 0);
             let op = decode_write(e.write.as_ref().unwrap()).unwrap();
-            assert!(m.apply(1, &op, None, false).0.unwrap().changed);
+            assert!(m.apply(1, &op, None, None, false).0.unwrap().changed);
             let snap = m.snapshot();
             assert_eq!(CibMachine::from_snapshot(&snap, 1).unwrap().doc().to_xml(), m.doc().to_xml());
         }

@@ -59,6 +59,9 @@ fn a_dummy_resource_is_kept_running_through_failures_and_never_runs_twice() {
     assert!(text.contains("Current DC:") && text.contains("partition with quorum") && text.contains("* d1\t(ocf:heartbeat:Dummy):\t Started"), "{text}");
     // The DC's properties, as Pacemaker's DC writes them.
     assert!(text.contains("Stack: corosync") && text.contains(&format!("(version {}-halo) - partition with quorum", env!("CARGO_PKG_VERSION"))), "{text}");
+    // The last configuration change is d1's creation, from node2 by the halo command.
+    let last = text.lines().find(|l| l.contains("Last change:")).unwrap_or_default();
+    assert!(last.contains(" 20") && last.ends_with(" via halo on node2"), "{text}");
 
     // The controllers killed one by one: respawned by halod, the resource left alone.
     for n in NODES {

@@ -25,7 +25,7 @@ use proto::cib::peer_message::Body;
 use proto::cib::{PeerBatch, PeerMessage};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::machine::{cib_refusal, decode_entry, decode_write, encode_entry, refusal, requester_of, CibMachine};
+use crate::machine::{cib_refusal, decode_entry, decode_write, encode_entry, refusal, requester_of, stamp_now, CibMachine};
 use cib::acl::Requester;
 use crate::replica::{Action, ProposalId, Replica, ReplicaError};
 use crate::store::SledStorage;
@@ -46,9 +46,18 @@ pub type WriteResult = Result<pb::WriteReply, pb::CibError>;
 pub enum Command {
     /// `who`: None for a privileged caller, else the requester CIB ACLs apply to.
     Query { section: String, xpath: String, who: Option<Requester>, reply: oneshot::Sender<pb::QueryReply> },
-    Write { write: pb::WriteRequest, who: Option<Requester>, reply: oneshot::Sender<WriteResult> },
+    /// `writer`: the calling user's name and program, recorded when the write changes the
+    /// configuration.
+    Write { write: pb::WriteRequest, who: Option<Requester>, writer: Writer, reply: oneshot::Sender<WriteResult> },
     Status { reply: oneshot::Sender<pb::CibStatus> },
     ChangeVoters { voters: Vec<u64>, reply: oneshot::Sender<Result<Vec<u64>, String>> },
+}
+
+/// Who calls: the user's name and the program's (update-user and update-client).
+#[derive(Debug, Clone, Default)]
+pub struct Writer {
+    pub user: String,
+    pub client: String,
 }
 
 /// An event of the process group, as the core needs it.
@@ -71,6 +80,8 @@ enum Proposer {
 
 pub struct Core {
     id: u64,
+    /// This node's name (update-origin of the writes made here).
+    name: String,
     incarnation: u64,
     replica: Replica<SledStorage>,
     machine: CibMachine,
@@ -93,6 +104,7 @@ pub struct Core {
 impl Core {
     pub fn new(
         id: u64,
+        name: String,
         replica: Replica<SledStorage>,
         machine: CibMachine,
         peers: mpsc::Sender<PeerMessage>,
@@ -103,6 +115,7 @@ impl Core {
         let last_snapshot = machine.index();
         Core {
             id,
+            name,
             incarnation,
             replica,
             machine,
@@ -238,7 +251,7 @@ impl Core {
                 };
                 let _ = reply.send(r);
             }
-            Command::Write { write, who, reply } => {
+            Command::Write { write, who, writer, reply } => {
                 // Refuse what can never be applied before it travels.
                 if let Err(e) = decode_write(&write) {
                     let _ = reply.send(Err(cib_refusal(&e)));
@@ -248,7 +261,8 @@ impl Core {
                 self.next_request += 1;
                 self.waiting.insert(request, Waiter { reply, deadline: Instant::now() + WRITE_TIMEOUT });
                 let (user, groups) = who.map(|w| (w.user, w.groups)).unwrap_or_default();
-                let entry = pb::LogEntry { origin: self.id, incarnation: self.incarnation, request, write: Some(write), user, groups };
+                let stamp = Some(stamp_now(&writer.user, &writer.client, &self.name));
+                let entry = pb::LogEntry { origin: self.id, incarnation: self.incarnation, request, write: Some(write), user, groups, stamp };
                 let size = encode_entry(&entry).len();
                 if size > self.max_write {
                     let e = refusal(
@@ -430,7 +444,7 @@ impl Core {
             }
             Some(Ok(op)) => {
                 let who = requester_of(&entry);
-                let (r, patch) = self.machine.apply(index, &op, who.as_ref(), self.watch.receiver_count() > 0);
+                let (r, patch) = self.machine.apply(index, &op, who.as_ref(), entry.stamp.as_ref(), self.watch.receiver_count() > 0);
                 match r {
                     Ok(a) => {
                         if let Some(p) = patch {

@@ -126,7 +126,8 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (watch_tx, _) = broadcast::channel(4096);
     tokio::spawn(service::serve(listener, cmd_tx, watch_tx.clone(), membership));
-    Core::new(id, replica, machine, peer_tx, watch_tx, max_write).run(cmd_rx, event_rx, shutdown).await
+    let name = setup.config.nodes.iter().find(|n| n.nodeid as u64 == id).map(|n| n.name.clone()).unwrap_or_else(|| format!("node{id}"));
+    Core::new(id, name, replica, machine, peer_tx, watch_tx, max_write).run(cmd_rx, event_rx, shutdown).await
 }
 
 /// Send peer messages as group messages, batching what is queued ([`proto::send_batched`]);

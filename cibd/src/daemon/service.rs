@@ -23,7 +23,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::core::Command;
+use super::core::{Command, Writer};
 use crate::machine::refusal;
 use cib::acl::Requester;
 
@@ -49,6 +49,18 @@ fn caller<T>(req: &Request<T>) -> Result<Option<Requester>, Status> {
         return Ok(None);
     }
     Ok(Some(Requester { groups: groups_of(&user, gid), user }))
+}
+
+/// The caller's user and program names, for the CIB's record of who changed it last.
+fn writer<T>(req: &Request<T>, who: Option<&Requester>) -> Writer {
+    let cred = req.extensions().get::<tonic::transport::server::UdsConnectInfo>().and_then(|i| i.peer_cred);
+    let user = match who {
+        Some(r) => r.user.clone(),
+        None => cred.and_then(|c| user_of(c.uid())).map(|(u, _)| u).unwrap_or_default(),
+    };
+    // The program as the kernel names it (at most 15 bytes, as ps shows it).
+    let client = cred.and_then(|c| c.pid()).and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()).map(|s| s.trim_end().to_string()).unwrap_or_default();
+    Writer { user, client }
 }
 
 fn privileged<T>(req: &Request<T>, what: &str) -> Result<(), Status> {
@@ -159,8 +171,9 @@ impl Cib for Api {
             );
             return Ok(Response::new(pb::WriteReply { error: Some(e), ..Default::default() }));
         }
+        let writer = writer(&req, who.as_ref());
         let write = req.into_inner();
-        let r = self.ask(|reply| Command::Write { write, who, reply }).await?;
+        let r = self.ask(|reply| Command::Write { write, who, writer, reply }).await?;
         Ok(Response::new(match r {
             Ok(reply) => reply,
             Err(e) => pb::WriteReply { error: Some(e), ..Default::default() },
