@@ -645,3 +645,34 @@ fn every_daemon_of_the_resources_node_killed_in_turn_leaves_it_running() {
     assert_never_twice(w);
     eprintln!("runtime {:?}", t0.elapsed());
 }
+
+#[test]
+fn a_node_told_it_was_fenced_stops_its_resources_and_stays_down() {
+    // CONTROLLER-NOTES §5.7 (fence-reaction=stop): an administrator confirms node3 fenced
+    // while it still runs (as fabric fencing or a mistaken confirmation would leave it).
+    if skip() {
+        return;
+    }
+    let t0 = Instant::now();
+    let sb = cluster("sc-selffence", false);
+    cib_create(&sb, "resources", &dummy("d1", &[]));
+    cib_create(&sb, "constraints", r#"<rsc_location id="loc-d1" rsc="d1" node="node3" score="100"/>"#);
+    wait_for(Duration::from_secs(20), "d1 started on node3", || (active_on(&sb, "d1") == ["node3"]).then_some(()));
+    wait_for(Duration::from_secs(10), "d1's monitor on node3 recorded", || ops(&sb, "node1").iter().any(|o| o.node == "node3" && o.id == "d1_monitor_1000").then_some(()));
+
+    let r = sb.halo("node1", &["stonith", "confirm", "node3"]);
+    assert_eq!(r.code, 0, "stonith confirm: {} {}", r.out, r.err);
+    let at = Instant::now();
+    // node3 stops d1 itself, and its halod stops every daemon and does not come back.
+    wait_for(Duration::from_secs(20), "node3's halod gone", || (!halod_alive(&sb, "node3")).then_some(()));
+    eprintln!("confirmation to node3 down: {:?}", at.elapsed());
+    assert!(!state_file(&sb, "node3", "d1").exists(), "d1 still runs on node3");
+    let log: String = ["log/halo.log", "halod.out"].iter().map(|f| std::fs::read_to_string(sb.node_dir("node3").join(f)).unwrap_or_default()).collect();
+    assert!(log.contains("we were allegedly just fenced by node1 for node1"), "node3's log says why it stopped");
+    assert!(log.contains("controld exited fatally"), "halod says why it stopped the node");
+    // The others recover d1 (the DC recorded node3 fenced from the fencer's notice).
+    let moved = wait_for(Duration::from_secs(20), "d1 started on node1 or node2", || active_on(&sb, "d1").pop());
+    assert_ne!(moved, "node3");
+    hold(Duration::from_secs(2), "node3 stays down", || (!halod_alive(&sb, "node3")).then_some(()).ok_or("node3's halod is back".into()));
+    eprintln!("runtime {:?}", t0.elapsed());
+}

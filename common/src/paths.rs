@@ -18,6 +18,10 @@ use std::path::PathBuf;
 
 use crate::config::ClusterConfig;
 
+/// Exit code of a daemon that must not be respawned: halod stops the node and stays down
+/// (Pacemaker's CRM_EX_FATAL). halo-controld exits so once the node learnt it was fenced.
+pub const EXIT_FATAL: i32 = 100;
+
 /// Longest Unix socket path the kernel accepts (sun_path is 108 bytes with its NUL).
 pub const MAX_SOCKET_PATH_BYTES: usize = 107;
 

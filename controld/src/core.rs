@@ -139,6 +139,9 @@ pub enum Input {
     Forget(pb::ForgetRecords),
     /// The CIB's raft voters (at start, and after [`Action::SetCibVoters`]).
     CibVoters { voters: Vec<u32> },
+    /// A fencing operation ended in this partition (the fencer's notice): `target` was
+    /// fenced (`ok`) or not, with `action`, run by `executioner` for `origin`.
+    FencingEnded { target: String, action: String, ok: bool, executioner: String, origin: String },
 }
 
 #[derive(Debug)]
@@ -163,6 +166,10 @@ pub enum Action {
     SetCibVoters { voters: Vec<u32> },
     /// This controller's work is done (a clean stop): the driver exits.
     Exit,
+    /// This node was fenced while it still runs (`fence-reaction=stop`): the driver has the
+    /// executor stop every resource at once, then exits fatally so that halod stops the
+    /// node and keeps it down. The core does nothing more.
+    StopEverythingAndDie,
 }
 
 /// A partition without quorum, as its DC schedules it: `have-quorum` 0, this DC, and the
@@ -247,6 +254,8 @@ pub struct Controller {
     last_dc: Option<u32>,
     /// The node is stopping: it asked (and asks every new DC) to have its resources moved.
     shutting_down: bool,
+    /// The cluster fenced this node while it runs: it stops everything and takes no input.
+    fenced: bool,
     dc: Option<DcState>,
     next_tag: u64,
     next_seq: u64,
@@ -279,6 +288,7 @@ impl Controller {
             seen_other_dc: false,
             last_dc: None,
             shutting_down: false,
+            fenced: false,
             dc: None,
             next_tag: 1,
             next_seq: 1,
@@ -337,6 +347,9 @@ impl Controller {
 
     pub fn handle(&mut self, now: Now, input: Input) {
         self.now = now;
+        if self.fenced {
+            return;
+        }
         match input {
             Input::Confchg { members, joined, left } => self.on_confchg(&members, &joined, &left),
             Input::Peer { from, msg } => self.on_peer(from, msg),
@@ -380,6 +393,22 @@ impl Controller {
             Input::WriteDone { tag, result } => self.on_write_done(tag, result),
             Input::FenceDone { transition, action, ok, reason } => self.on_fence_done(transition, action, ok, &reason),
             Input::Shutdown => self.on_shutdown(),
+            Input::FencingEnded { target, action, ok, executioner, origin } => {
+                // Pacemaker's fence-reaction=stop (its default; "panic", a reboot, is not
+                // offered): the rest of the cluster now recovers this node's resources, so
+                // they must not run here a moment longer. An "on" is no such news.
+                if ok && action != "on" && target == names_of(&self.cfg.nodes, self.cfg.me) {
+                    tracing::error!("we were allegedly just fenced by {executioner} for {origin}: stopping every resource here, then this node stays down");
+                    self.fenced = true;
+                    self.dc = None;
+                    self.outbox.clear();
+                    self.outbox.push_back(Action::StopEverythingAndDie);
+                    return;
+                }
+                if ok && action != "on" {
+                    self.on_fenced_elsewhere(&target, &executioner, &origin);
+                }
+            }
             Input::Forget(f) => self.outbox.push_back(Action::Broadcast(pb::PeerMessage { body: Some(pb::peer_message::Body::Forget(f)) })),
             Input::Attribute(mut a) => {
                 if a.node == 0 {
@@ -400,6 +429,9 @@ impl Controller {
     /// Timers: the engine's action timers, controllers that did not come back, the join
     /// and formation waits, failure expiry.
     pub fn poll_timeout(&self) -> Option<u64> {
+        if self.fenced {
+            return None;
+        }
         let d = self.dc.as_ref()?;
         let mut t: Vec<u64> = d.gone.values().copied().collect();
         t.extend(d.engine.as_ref().and_then(Engine::poll_timeout));
@@ -416,6 +448,9 @@ impl Controller {
 
     pub fn handle_timeout(&mut self, now: Now) {
         self.now = now;
+        if self.fenced {
+            return;
+        }
         let due = self.dc.as_mut().map(|d| d.attrs.due(now.ms)).unwrap_or_default();
         for ((node, attr), value) in due {
             self.write_attribute(node, attr, value);

@@ -6,7 +6,8 @@
 //! membershipd ── CpgJoin("halo-controld") ──► confchg / deliver ─┐
 //! membershipd ── Quorum (every 500 ms) ─────────────────────────►│
 //! cibd ── Watch (Follower: local copy + raft index) ────────────►│   core task
-//! execd ── Events (recurring results) ──────────────────────────►│   (Controller)
+//! execd ── Events (recurring results) ──────────────────────────►│
+//! fenced ── Watch (fencing operations as they end) ─────────────►│   (Controller)
 //! helpers: writer (CIB writes, one at a time, in order), sender ─┤
 //!   (group messages, in order), exec / fence / history / scheduler ◄┘
 //! ```
@@ -205,6 +206,7 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
     };
     let writer_cib = cibclient::Cib::connect(&setup.cib_socket).await.map_err(|e| anyhow!("{e}"))?;
     let mut events = execd.clone().events(xpb::EventsRequest { recurring_only: true }).await.map_err(|e| anyhow!("halo-execd: {}", e.message()))?.into_inner();
+    let mut fencing = fencer.clone().watch(fpb::WatchRequest {}).await.map_err(|e| anyhow!("halo-fenced: {}", e.message()))?.into_inner();
     let (mut group, pid) = proto::cpg_join(&mut membership, GROUP).await.map_err(|e| anyhow!("{e}"))?;
     tracing::info!("node {} ({}) joined {GROUP}", setup.name, setup.me);
 
@@ -377,6 +379,10 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
                     core.handle(now(), Input::ExecEvent(ev));
                 }
             }
+            ended = fencing.message() => {
+                let e = ended.map_err(|e| anyhow!("halo-fenced: {}", e.message()))?.ok_or_else(|| anyhow!("halo-fenced closed its stream of fencing results"))?;
+                core.handle(now(), Input::FencingEnded { ok: e.state == "done", target: e.target, action: e.action, executioner: e.executioner, origin: e.origin });
+            }
             Some(input) = rx.recv() => core.handle(now(), input),
             Some(reply) = status_rx.recv() => { let _ = reply.send(core.status()); }
             Some(a) = attr_rx.recv() => core.handle(now(), Input::Attribute(a)),
@@ -479,6 +485,21 @@ pub async fn run(setup: Setup, listener: UnixListener, shutdown: impl std::futur
                         let _ = tx.send(());
                     }
                     return Ok(());
+                }
+                Action::StopEverythingAndDie => {
+                    let mut ex = execd.clone();
+                    match ex.stop_all(xpb::StopAllRequest {}).await {
+                        Ok(r) => {
+                            let failed: Vec<String> = r.into_inner().results.into_iter().filter(|e| e.rc != 0 || e.op_status != 0).map(|e| format!("{} {}", e.rsc, e.action)).collect();
+                            if failed.is_empty() {
+                                tracing::error!("every resource here is stopped; exiting so that halod stops this node and keeps it down");
+                            } else {
+                                tracing::error!("could not stop {}; exiting so that halod stops this node and keeps it down", failed.join(", "));
+                            }
+                        }
+                        Err(e) => tracing::error!("the executor could not stop this node's resources: {}; exiting so that halod stops this node", e.message()),
+                    }
+                    std::process::exit(common::paths::EXIT_FATAL);
                 }
                 Action::Fence { transition, action, target, fence_action, timeout_ms } => {
                     let (mut f, tx) = (fencer.clone(), tx.clone());

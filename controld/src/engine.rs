@@ -207,6 +207,11 @@ impl Engine {
         self.state.get(i).copied()
     }
 
+    /// Whether this graph fenced `node` (by name) or is fencing it.
+    pub fn fences(&self, node: &str) -> bool {
+        self.graph.actions.iter().zip(&self.state).any(|(a, s)| matches!(a.kind, ActionKind::Fence { .. }) && matches!(s, ActionState::InFlight { .. } | ActionState::Confirmed) && a.node.as_ref().is_some_and(|(n, _)| n == node))
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight
     }

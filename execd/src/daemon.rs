@@ -164,6 +164,16 @@ impl ExecutorApi for Api {
         Ok(Response::new(pb::ForgetReply {}))
     }
 
+    async fn stop_all(&self, req: Request<pb::StopAllRequest>) -> Result<Response<pb::StopAllReply>, Status> {
+        authorize(&req)?;
+        tracing::warn!("stopping every resource this node may run, on its own authority");
+        let results: Vec<pb::OpEvent> = self.ex.stop_all().await.iter().map(to_event).collect();
+        for r in &results {
+            tracing::info!("{} {}: rc {} ({})", r.rsc, r.action, r.rc, if r.exit_reason.is_empty() { "-" } else { &r.exit_reason });
+        }
+        Ok(Response::new(pb::StopAllReply { results }))
+    }
+
     async fn history(&self, req: Request<pb::HistoryRequest>) -> Result<Response<pb::HistoryReply>, Status> {
         authorize(&req)?;
         let mut e = cib::xml::Element::new("lrm_resources");

@@ -36,6 +36,8 @@ enum Work {
     Recur { req: OpRequest },
     Due { key: (String, u64), generation: u64 },
     Cancel { action: String, interval_ms: u64, reply: oneshot::Sender<bool> },
+    /// Cancel every recurring op of the resource.
+    CancelAll { reply: oneshot::Sender<()> },
     Done { req: OpRequest, result: OpResult, job: Job, queued: Instant },
 }
 
@@ -130,7 +132,43 @@ impl Executor {
         let _ = self.worker(rsc).send(Work::Cancel { action: action.to_string(), interval_ms, reply });
         rx.await.unwrap_or(false)
     }
+
+    /// Stop everything that may run here, on this node's own authority (it learnt it was
+    /// fenced): every recurring op cancelled first, then each resource that may be active
+    /// demoted if promoted and stopped, the most recently started first (the reverse of the
+    /// order the cluster started them in), with the parameters of its last op. The results,
+    /// in order.
+    pub async fn stop_all(&self) -> Vec<OpEvent> {
+        let resources: Vec<RscHistory> = self.history().into_values().collect();
+        for h in &resources {
+            let (reply, rx) = oneshot::channel();
+            let _ = self.worker(&h.id).send(Work::CancelAll { reply });
+            let _ = rx.await;
+        }
+        // Their records go with them, as a cancel's do.
+        for h in self.shared.history.lock().unwrap().values_mut() {
+            h.recurring.clear();
+        }
+        let mut active: Vec<&RscHistory> = resources.iter().filter(|h| h.may_be_active() && h.last_request.is_some()).collect();
+        active.sort_by_key(|h| std::cmp::Reverse(if h.pending.is_empty() { h.last.as_ref().map_or(0, |r| r.call_id) } else { u64::MAX }));
+        let mut out = Vec::new();
+        for h in active {
+            let Some(last) = &h.last_request else { continue };
+            let actions: &[&str] = if h.promoted() { &["demote", "stop"] } else { &["stop"] };
+            for &action in actions {
+                let mut meta = last.meta.clone();
+                meta.remove("transition_key");
+                meta.remove("op_target_rc");
+                let req = OpRequest { action: action.into(), interval_ms: 0, timeout_ms: last.timeout_ms.max(STOP_ALL_TIMEOUT_MS), meta, ..last.clone() };
+                out.push(self.exec(req).await);
+            }
+        }
+        out
+    }
 }
+
+/// Least time a stop of [`Executor::stop_all`] is given (Pacemaker's default op timeout).
+const STOP_ALL_TIMEOUT_MS: u64 = 20_000;
 
 async fn worker(shared: Arc<Shared>, me: mpsc::WeakUnboundedSender<Work>, mut rx: mpsc::UnboundedReceiver<Work>) {
     let mut queue: VecDeque<(Job, Instant)> = VecDeque::new();
@@ -165,6 +203,16 @@ async fn worker(shared: Arc<Shared>, me: mpsc::WeakUnboundedSender<Work>, mut rx
                     }
                 }
                 let _ = reply.send(known);
+            }
+            Work::CancelAll { reply } => {
+                recurring.clear();
+                queue.retain(|(j, _)| !matches!(j, Job::Repeat { .. }));
+                if let Some(((_, interval_ms), n)) = &active {
+                    if *interval_ms > 0 {
+                        n.notify_one();
+                    }
+                }
+                let _ = reply.send(());
             }
             Work::Done { req, result, job, queued } => {
                 active = None;

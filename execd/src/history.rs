@@ -102,15 +102,19 @@ pub struct RscHistory {
     /// epoch s). The newest stands as `<rsc>_last_0` (pending), so a history read while an
     /// op runs says it may have run (a join after a controller or DC change).
     pub pending: Vec<(String, String, u64)>,
+    /// The last one-shot op asked of it: its parameters are the ones a stop needs when this
+    /// node must stop everything on its own ([`crate::executor::Executor::stop_all`]).
+    pub last_request: Option<OpRequest>,
 }
 
 impl RscHistory {
     pub fn new(id: &str, agent: &AgentSpec) -> RscHistory {
-        RscHistory { id: id.to_string(), agent: agent.clone(), last: None, last_failure: None, recurring: BTreeMap::new(), pending: Vec::new() }
+        RscHistory { id: id.to_string(), agent: agent.clone(), last: None, last_failure: None, recurring: BTreeMap::new(), pending: Vec::new(), last_request: None }
     }
 
     /// A one-shot op accepted: pending until [`RscHistory::record`] gets its result.
     pub fn accept(&mut self, req: &OpRequest, now: u64) {
+        self.last_request = Some(req.clone());
         self.pending.push((req.action.clone(), req.meta.get("transition_key").cloned().unwrap_or_default(), now));
     }
 
@@ -157,6 +161,23 @@ impl RscHistory {
             self.last = Some(rec.clone());
         }
         rec
+    }
+
+    /// Whether it may be running here: anything but a last op that left it stopped (a stop
+    /// that succeeded, a probe that found it not running) with nothing pending or recurring.
+    pub fn may_be_active(&self) -> bool {
+        if !self.pending.is_empty() || self.recurring.values().any(|r| r.status != OpStatus::Cancelled) {
+            return true;
+        }
+        match &self.last {
+            None => false,
+            Some(r) => !(r.status == OpStatus::Done && ((r.operation == "stop" && r.rc == OCF_SUCCESS) || (r.operation == "monitor" && r.rc == OCF_NOT_RUNNING))),
+        }
+    }
+
+    /// Whether its last op left it promoted.
+    pub fn promoted(&self) -> bool {
+        self.last.as_ref().is_some_and(|r| r.status == OpStatus::Done && ((r.operation == "promote" && r.rc == OCF_SUCCESS) || r.rc == OCF_RUNNING_PROMOTED))
     }
 
     /// The resource's `lrm_resource` element with its records.

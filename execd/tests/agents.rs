@@ -373,3 +373,38 @@ async fn systemd_units_through_systemctl_and_refused_without_systemd() {
     let calls = std::fs::read_to_string(b.path("sd/calls")).unwrap();
     assert!(calls.contains("start web.service") && calls.contains("daemon-reload"), "{calls}");
 }
+
+#[tokio::test]
+async fn stop_all_cancels_monitors_then_demotes_and_stops_what_may_run_newest_first() {
+    let b = Bench::new();
+    let log = b.path("log");
+    // Each instance keeps its state in a file named by its parameter and logs every action.
+    b.agent(
+        "flag",
+        &format!(
+            "s=$OCF_RESKEY_state\necho \"$OCF_RESOURCE_INSTANCE $1\" >> {log}\ncase $1 in\n start) echo started > $s;;\n stop) rm -f $s;;\n promote) echo promoted > $s;;\n demote) echo started > $s;;\n monitor) [ -e $s ] || exit 7; grep -q promoted $s && exit 8;;\nesac\nexit 0",
+            log = log.display()
+        ),
+    );
+    let ex = Executor::new(b.env.clone(), 8);
+    let st = |n: &str| b.path(n).to_str().unwrap().to_string();
+    let (a, p, gone, never) = (st("a"), st("p"), st("gone"), st("never"));
+    assert_eq!(rcs(&ex, "a", "ocf:test:flag", &[("state", &a)], &["start"]).await, [0]);
+    assert_eq!(rcs(&ex, "p", "ocf:test:flag", &[("state", &p)], &["start", "promote"]).await, [0, 0]);
+    assert_eq!(rcs(&ex, "gone", "ocf:test:flag", &[("state", &gone)], &["start", "stop"]).await, [0, 0]);
+    assert_eq!(rcs(&ex, "never", "ocf:test:flag", &[("state", &never)], &["monitor"]).await, [7]);
+    let mut mon = req("a", "ocf:test:flag", "monitor", &[("state", &a)]);
+    mon.interval_ms = 200;
+    ex.recur(mon);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::write(&log, "").unwrap();
+
+    let results = ex.stop_all().await;
+    let done: Vec<(String, String, i32)> = results.iter().map(|e| (e.record.rsc.clone(), e.record.operation.clone(), e.record.rc)).collect();
+    assert_eq!(done, [("p".into(), "demote".into(), 0), ("p".into(), "stop".into(), 0), ("a".into(), "stop".into(), 0)]);
+    assert!(!Path::new(&a).exists() && !Path::new(&p).exists());
+    // The monitor was cancelled first: nothing ran after the stops.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "p demote\np stop\na stop\n");
+    assert!(ex.history().values().all(|h| !h.may_be_active()));
+}

@@ -117,6 +117,15 @@ impl FencerApi for Api {
         Ok(Response::new(pb::FenceReply { op_status: o.status as i32, reason: o.reason, devices: o.entry.devices.clone(), entry: Some(o.entry.to_pb()) }))
     }
 
+    type WatchStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::HistoryEntry, Status>> + Send + 'static>>;
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        authorize(&req)?;
+        use tokio_stream::StreamExt as _;
+        let s = tokio_stream::wrappers::BroadcastStream::new(self.fencer.watch_ended()).map(|r| r.map_err(|_| Status::data_loss("the watcher fell behind the fencing results; read the history")));
+        Ok(Response::new(Box::pin(s)))
+    }
+
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
         authorize(&req)?;
         let mut devices = Vec::new();

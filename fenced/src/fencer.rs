@@ -96,6 +96,8 @@ struct Inner {
     cib_view: Mutex<Vec<CibDevice>>,
     /// Each device's last monitor result, wherever it ran.
     health: Mutex<BTreeMap<String, Health>>,
+    /// Operations as they end in this partition (the Watch stream).
+    ended: tokio::sync::broadcast::Sender<proto::fenced::HistoryEntry>,
 }
 
 /// A device's last monitor result and the node that ran it.
@@ -147,6 +149,7 @@ impl Fencer {
                 peers: OnceLock::new(),
                 cib_view: Mutex::new(Vec::new()),
                 health: Mutex::new(BTreeMap::new()),
+                ended: tokio::sync::broadcast::channel(256).0,
             }),
         }
     }
@@ -384,6 +387,16 @@ impl Fencer {
     /// Fencing history, oldest first; only `target`'s when given.
     pub fn history(&self, target: Option<&str>) -> Vec<Entry> {
         self.inner.history.lock().unwrap().iter().filter(|e| target.is_none_or(|t| e.target == t)).cloned().collect()
+    }
+
+    /// Operations as they end, from now on.
+    pub fn watch_ended(&self) -> tokio::sync::broadcast::Receiver<proto::fenced::HistoryEntry> {
+        self.inner.ended.subscribe()
+    }
+
+    /// An operation ended in this partition (its end delivered by the fencers' group).
+    pub fn ended(&self, entry: &proto::fenced::HistoryEntry) {
+        let _ = self.inner.ended.send(entry.clone());
     }
 
     /// Add or update an entry (this fencer's own, or one another node's fencer reported).

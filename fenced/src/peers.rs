@@ -251,6 +251,7 @@ impl Peers {
                 let waiters = s.finished_waiters.remove(&e.id).unwrap_or_default();
                 drop(s);
                 fencer.record(Entry::from_pb(&e));
+                fencer.ended(&e);
                 for w in waiters {
                     let _ = w.send(e.clone());
                 }

@@ -647,6 +647,11 @@ impl Sim {
                 self.log(format!("node {node}: controller exits"));
                 self.nodes.get_mut(&node).expect("node").ctl = None;
             }
+            Action::StopEverythingAndDie => {
+                // Its executor stops everything and halod keeps the node down: to the rest
+                // of the cluster, as if it lost power once its resources stopped.
+                self.kill(node, "learnt it was fenced");
+            }
         }
     }
 

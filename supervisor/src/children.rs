@@ -56,7 +56,8 @@ fn send_signal(child: &Child, sig: i32) {
     }
 }
 
-pub async fn supervise(config: &Path, node: Option<&str>, paths: &NodePaths, controller: bool) -> Result<()> {
+/// Run the node until SIGTERM (Ok(None)) or until a daemon exits fatally (Ok(Some(it))).
+pub async fn supervise(config: &Path, node: Option<&str>, paths: &NodePaths, controller: bool) -> Result<Option<Daemon>> {
     let mut managed: Vec<Managed> = Vec::new();
     for &d in DAEMONS.iter().filter(|&&d| controller || d != Daemon::Controld) {
         let child = spawn(d, config, node, paths)?;
@@ -64,7 +65,8 @@ pub async fn supervise(config: &Path, node: Option<&str>, paths: &NodePaths, con
     }
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    loop {
+    let mut fatal = None;
+    'watch: loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -74,6 +76,14 @@ pub async fn supervise(config: &Path, node: Option<&str>, paths: &NodePaths, con
                         Some(c) => c.try_wait().ok().flatten(),
                         None => None,
                     };
+                    if let Some(status) = exited.filter(|s| s.code() == Some(common::paths::EXIT_FATAL)) {
+                        // The daemon says this node must not go on (it was fenced): no
+                        // respawn; every daemon stops and halod exits, the node stays down.
+                        eprintln!("halod: {} exited fatally ({status}): stopping this node; it stays down until started again", m.daemon.name());
+                        m.child = None;
+                        fatal = Some(m.daemon);
+                        break 'watch;
+                    }
                     if let Some(status) = exited {
                         eprintln!("halod: {} exited ({status}); restarting in {:?}", m.daemon.name(), m.backoff);
                         tokio::time::sleep(m.backoff).await;
@@ -95,5 +105,5 @@ pub async fn supervise(config: &Path, node: Option<&str>, paths: &NodePaths, con
         let _ = std::fs::remove_file(paths.pid_file(m.daemon));
     }
     let _ = std::fs::remove_file(paths.pid_file(Daemon::Halod));
-    Ok(())
+    Ok(fatal)
 }

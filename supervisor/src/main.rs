@@ -25,5 +25,11 @@ async fn run() -> Result<()> {
     let rsctmp = paths.run_dir.join("rsctmp");
     let _ = std::fs::remove_dir_all(&rsctmp);
     std::fs::create_dir_all(&rsctmp).with_context(|| format!("cannot create {}", rsctmp.display()))?;
-    children::supervise(&config, node.as_deref(), &paths, parsed.config.halo.controller).await
+    if let Some(d) = children::supervise(&config, node.as_deref(), &paths, parsed.config.halo.controller).await? {
+        // The same code as the daemon's, so that a service manager does not restart the
+        // node either (a systemd unit gives RestartPreventExitStatus=100).
+        eprintln!("halod: {} asked this node to stay down (it was fenced)", d.name());
+        std::process::exit(common::paths::EXIT_FATAL);
+    }
+    Ok(())
 }

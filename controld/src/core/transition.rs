@@ -266,6 +266,32 @@ impl Controller {
         self.after_write(after, result_ok);
     }
 
+    /// The fencer reports `target` fenced, not by this DC's transition (an administrator's
+    /// `halo stonith confirm`, another node's request): the DC records the node down and
+    /// plans again, as Pacemaker's DC does on a fencing notice, so recovery that waited
+    /// for that fencing goes on.
+    pub(super) fn on_fenced_elsewhere(&mut self, target: &str, executioner: &str, origin: &str) {
+        let Some(d) = self.dc.as_mut() else { return };
+        let Some((&id, name)) = self.cfg.nodes.iter().find(|(_, n)| n.as_str() == target) else { return };
+        if id == self.cfg.me || d.engine.as_ref().is_some_and(|e| e.fences(target)) {
+            // This DC's own fencing is recorded when its result comes (on_fence_done).
+            return;
+        }
+        tracing::info!("node {target} was fenced by {executioner} for {origin}");
+        d.fence_failures.remove(target);
+        d.dirty = true;
+        if let Some(e) = d.engine.as_mut() {
+            e.abort();
+        }
+        let (node_id, name) = (id.to_string(), name.clone());
+        if self.writable() {
+            self.write(records::node_fields(&node_id, &name, &[("in_ccm", "false"), ("crmd", "offline"), ("join", "down"), ("expected", "down")]), AfterWrite::Nothing);
+            self.write(records::node_fenced(&node_id), AfterWrite::Nothing);
+        } else {
+            self.fenced_unrecorded.insert(node_id, name);
+        }
+    }
+
     pub(super) fn on_fence_done(&mut self, transition: u64, action: usize, ok: bool, reason: &str) {
         let Some(d) = self.dc.as_ref() else { return };
         let Some(a) = d.engine.as_ref().filter(|e| e.id == transition).and_then(|e| e.action(action)).cloned() else { return };
