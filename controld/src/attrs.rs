@@ -7,11 +7,48 @@
 //! update that does not change the value does not restart it. Without a delay a change is
 //! written at once.
 //!
-//! Deliberate deviation: the values waiting out their delay live in the DC only (Pacemaker
-//! keeps every value in every node's attrd); a new DC starts without them, so an update
-//! still in its delay when the DC is lost is not written.
+//! The values waiting out their delay live in the DC's writer (Pacemaker keeps every value
+//! in every node's attrd). So that a DC change loses none, each node keeps its own dampened
+//! attributes ([`OwnDamped`]) and hands them to every DC it joins: the new DC waits out the
+//! delay again and writes the value (the same value again changes nothing in the CIB).
 
 use std::collections::BTreeMap;
+
+use proto::controld as pb;
+
+/// The node side: this node's own attributes that have a dampening delay, the last update
+/// of each with its delay, to hand again to a new DC.
+#[derive(Debug, Default)]
+pub struct OwnDamped {
+    delays: BTreeMap<String, u64>,
+    last: BTreeMap<String, pb::AttributeUpdate>,
+}
+
+impl OwnDamped {
+    /// An update of one of this node's attributes, on its way to the DC.
+    pub fn note(&mut self, a: &pb::AttributeUpdate) {
+        if let Some(d) = a.dampen_ms {
+            self.delays.insert(a.name.clone(), d);
+        }
+        let delay = self.delays.get(&a.name).copied().unwrap_or(0);
+        if delay == 0 {
+            self.last.remove(&a.name);
+            return;
+        }
+        let value = match (self.last.get(&a.name), a.only_delay) {
+            // A change of delay alone keeps the value it had.
+            (Some(prev), true) => pb::AttributeUpdate { dampen_ms: Some(delay), only_delay: false, ..prev.clone() },
+            (None, true) => return,
+            (_, false) => pb::AttributeUpdate { dampen_ms: Some(delay), ..a.clone() },
+        };
+        self.last.insert(a.name.clone(), value);
+    }
+
+    /// The updates to hand to `dc` (a DC this node has just joined).
+    pub fn for_dc(&self, dc: u32) -> Vec<pb::AttributeUpdate> {
+        self.last.values().map(|a| pb::AttributeUpdate { dc, ..a.clone() }).collect()
+    }
+}
 
 /// A node's attribute: (node id, name).
 pub type AttrKey = (u32, String);
@@ -112,6 +149,28 @@ mod tests {
         assert_eq!(w.due(1_000), vec![(key("a"), set("1"))]);
         assert_eq!(w.update(2_000, key("a"), set("1"), None, false), None, "already written");
         assert_eq!(w.next_due(), None);
+    }
+
+    #[test]
+    fn a_node_keeps_its_dampened_values_for_the_next_dc() {
+        let update = |name: &str, value: &str, delay: Option<u64>, only_delay: bool| pb::AttributeUpdate { dc: 1, node: 2, name: name.into(), value: value.into(), delete: false, dampen_ms: delay, only_delay };
+        let mut own = OwnDamped::default();
+        own.note(&update("plain", "1", None, false));
+        own.note(&update("pingd", "100", Some(5_000), false));
+        own.note(&update("pingd", "200", None, false));
+        // A new delay alone keeps the value.
+        own.note(&update("pingd", "ignored", Some(3_000), true));
+        let again = own.for_dc(3);
+        assert_eq!(again.len(), 1, "only dampened values wait in a DC: {again:?}");
+        assert_eq!((again[0].dc, again[0].name.as_str(), again[0].value.as_str(), again[0].dampen_ms, again[0].only_delay), (3, "pingd", "200", Some(3_000), false));
+        // The new DC, starting empty, waits out the delay and writes the value.
+        let mut w = AttrWriter::default();
+        let a = &again[0];
+        assert_eq!(w.update(0, (a.node, a.name.clone()), Some(a.value.clone()), a.dampen_ms, a.only_delay), None);
+        assert_eq!(w.due(3_000), vec![((2, "pingd".to_string()), set("200"))]);
+        // A delay set back to 0: nothing waits in a DC any more.
+        own.note(&update("pingd", "300", Some(0), false));
+        assert!(own.for_dc(3).is_empty());
     }
 
     #[test]

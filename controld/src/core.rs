@@ -256,6 +256,8 @@ pub struct Controller {
     shutting_down: bool,
     /// The cluster fenced this node while it runs: it stops everything and takes no input.
     fenced: bool,
+    /// This node's dampened attributes, handed to every DC it joins.
+    own_damped: crate::attrs::OwnDamped,
     dc: Option<DcState>,
     next_tag: u64,
     next_seq: u64,
@@ -289,6 +291,7 @@ impl Controller {
             last_dc: None,
             shutting_down: false,
             fenced: false,
+            own_damped: Default::default(),
             dc: None,
             next_tag: 1,
             next_seq: 1,
@@ -413,6 +416,9 @@ impl Controller {
             Input::Attribute(mut a) => {
                 if a.node == 0 {
                     a.node = self.cfg.me;
+                }
+                if a.node == self.cfg.me {
+                    self.own_damped.note(&a);
                 }
                 match self.current_dc() {
                     Some(dc) => {

@@ -25,6 +25,10 @@ impl Controller {
         self.joined_to = Some(dc);
         let join = if xml.len() > records::DEFLATE_ABOVE { pb::Join { dc, history: String::new(), history_deflated: records::deflate(xml.as_bytes()) } } else { pb::Join { dc, history: xml, history_deflated: Vec::new() } };
         self.outbox.push_back(Action::Broadcast(pb::PeerMessage { body: Some(pb::peer_message::Body::Join(join)) }));
+        // Values still waiting out their delay may have been lost with a former DC.
+        for a in self.own_damped.for_dc(dc) {
+            self.outbox.push_back(Action::Broadcast(pb::PeerMessage { body: Some(pb::peer_message::Body::Attribute(a)) }));
+        }
     }
 
     /// The executor's history with the one-shot ops this controller handed it and has no
